@@ -1,0 +1,33 @@
+"""Test setup: 8 fake CPU devices so the sharded paths run on a laptop.
+
+XLA reads the flag once, when the backend starts, so it is set before anything
+imports jax.
+"""
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def camvid_root():
+  root = SHARED_DATA / "camvid"
+  if not root.is_dir():
+    pytest.skip(f"real data not found at {root}")
+  return root
+
+
+@pytest.fixture
+def cvppp_root():
+  root = SHARED_DATA / "cvppp_a1"
+  if not root.is_dir():
+    pytest.skip(f"real data not found at {root}")
+  return root
