@@ -1,0 +1,15 @@
+"""Trainers: the only code with loops, I/O and config reading.
+
+`TRAINERS` maps `config.trainer` to `train_and_evaluate(config, workdir)`.
+"""
+from jaxseg.trainers import psl
+
+TRAINERS = {
+    "psl": psl.train_and_evaluate,
+}
+
+
+def get_trainer(name: str):
+  if name not in TRAINERS:
+    raise ValueError(f"config.trainer={name!r} is unknown; choose from {sorted(TRAINERS)}.")
+  return TRAINERS[name]

@@ -1,0 +1,441 @@
+"""jaxseg_shapes: the small dataset the project generates for itself.
+
+Every example is drawn from `np.random.default_rng((seed, split, index))`, so
+the same (split, index) gives the same arrays on every machine, with no
+download. A picture is a background of two or three "stuff" regions separated
+by wavy, roughly horizontal boundaries, with two to six "thing" shapes on top
+that may occlude each other.
+
+Colour carries no class information: every region and every shape gets a
+random colour. Stuff classes differ by texture (smooth clouds, vertical blades,
+horizontal ripples) and thing classes by outline; thing textures are drawn
+from a pool shared by all thing classes. A shape is only kept if every shape
+already placed stays at least `_MIN_VISIBLE_FRACTION` visible, so no instance
+is (nearly) fully occluded.
+
+The examples are written once to a TFDS array_record dataset (without
+TensorFlow: the features are zlib-compressed `tfds.features.Tensor`s) and read
+back through `tfds` data sources, which give random access for grain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import pathlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxseg.data.errors import DataError
+
+CLASS_NAMES: tuple[str, ...] = (
+    "sky", "grass", "water", "circle", "rectangle", "triangle", "star")
+NUM_CLASSES = len(CLASS_NAMES)
+STUFF_CLASS_IDS: tuple[int, ...] = (0, 1, 2)
+THING_CLASS_IDS: tuple[int, ...] = (3, 4, 5, 6)
+SPLITS: tuple[str, ...] = ("train", "val")
+
+DEFAULT_IMAGE_SIZE = (128, 128)
+DEFAULT_NUM_TRAIN = 600
+DEFAULT_NUM_VAL = 100
+
+_GENERATOR_SEED = 20240611
+_SPLIT_IDS = {"train": 0, "val": 1}
+_MIN_THINGS, _MAX_THINGS = 2, 6
+_PLACEMENT_ATTEMPTS = 8
+_MIN_VISIBLE_FRACTION = 0.4
+_MIN_SHAPE_PIXELS = 12
+_LOCK_NAME = ".jaxseg_shapes.lock"
+
+Array = np.ndarray
+
+
+# ----------------------------------------------------------------------------
+# Noise and textures. Every texture returns a float32 field of roughly unit
+# scale that modulates a random base colour.
+# ----------------------------------------------------------------------------
+
+
+def _value_noise(rng: np.random.Generator, shape: tuple[int, int],
+                 cell: tuple[float, float]) -> Array:
+  """Bilinearly interpolated Gaussian noise with correlation length `cell`."""
+  h, w = shape
+  cy, cx = cell
+  gh, gw = int(np.ceil(h / cy)) + 2, int(np.ceil(w / cx)) + 2
+  grid = rng.standard_normal((gh, gw)).astype(np.float32)
+  fy = np.arange(h, dtype=np.float32) / cy + rng.uniform(0, 1)
+  fx = np.arange(w, dtype=np.float32) / cx + rng.uniform(0, 1)
+  iy, ix = fy.astype(np.int32), fx.astype(np.int32)
+  ty, tx = (fy - iy)[:, None], fx - ix
+  rows = grid[:, ix] * (1 - tx) + grid[:, ix + 1] * tx
+  return rows[iy] * (1 - ty) + rows[iy + 1] * ty
+
+
+def _fine_noise(rng: np.random.Generator, shape: tuple[int, int]) -> Array:
+  return rng.standard_normal(shape, dtype=np.float32)
+
+
+def _sky_texture(rng: np.random.Generator, shape: tuple[int, int],
+                 yy: Array, xx: Array) -> Array:
+  """Smooth, isotropic clouds with almost no fine detail."""
+  del yy, xx
+  cell = rng.uniform(10, 20)
+  return 0.9 * _value_noise(rng, shape, (cell, cell)) + 0.1 * _fine_noise(
+      rng, shape)
+
+
+def _grass_texture(rng: np.random.Generator, shape: tuple[int, int],
+                   yy: Array, xx: Array) -> Array:
+  """Vertical blades: long correlation along y, none along x."""
+  del yy, xx
+  blades = _value_noise(rng, shape, (rng.uniform(4, 9), 1.0))
+  return 1.1 * blades + 0.35 * _fine_noise(rng, shape)
+
+
+def _water_texture(rng: np.random.Generator, shape: tuple[int, int],
+                   yy: Array, xx: Array) -> Array:
+  """Horizontal ripples: a wobbling sine along y plus horizontal streaks."""
+  del xx
+  period = rng.uniform(4, 8)
+  wobble = _value_noise(rng, shape, (3.0, rng.uniform(10, 20)))
+  ripples = np.sin(2 * np.pi * yy / period + 1.5 * wobble)
+  streaks = _value_noise(rng, shape, (1.0, rng.uniform(8, 16)))
+  return 0.8 * ripples + 0.4 * streaks + 0.15 * _fine_noise(rng, shape)
+
+
+_STUFF_TEXTURES: dict[int, Callable[..., Array]] = {
+    0: _sky_texture,
+    1: _grass_texture,
+    2: _water_texture,
+}
+
+
+def _thing_texture(rng: np.random.Generator, shape: tuple[int, int],
+                   yy: Array, xx: Array) -> Array:
+  """One of checker, stripes, dots or blotches, for any thing class."""
+  kind = rng.integers(4)
+  period = rng.uniform(5, 11)
+  if kind == 0:
+    pattern = ((yy // period + xx // period) % 2) * 2 - 1
+  elif kind == 1:
+    theta = rng.uniform(0, np.pi)
+    pattern = np.sin(2 * np.pi * (np.cos(theta) * xx + np.sin(theta) * yy) /
+                     period)
+  elif kind == 2:
+    pattern = np.sign(
+        np.sin(2 * np.pi * xx / period) * np.sin(2 * np.pi * yy / period) -
+        0.3)
+  else:
+    pattern = _value_noise(rng, shape, (period / 2, period / 2))
+  return (0.8 * pattern + 0.2 * _fine_noise(rng, shape)).astype(np.float32)
+
+
+def _random_colour(rng: np.random.Generator) -> Array:
+  return rng.uniform(40, 215, size=3).astype(np.float32)
+
+
+def _paint_parameters(rng: np.random.Generator) -> tuple[Array, Array]:
+  """A random base colour and per-channel texture amplitudes."""
+  colour = rng.uniform(40, 215, size=3).astype(np.float32)
+  amplitude = rng.uniform(18, 34) * rng.uniform(0.7, 1.0, size=3)
+  return colour, amplitude.astype(np.float32)
+
+
+def _paint(rng: np.random.Generator, texture: Array) -> Array:
+  """Turns a unit-scale texture field into RGB around a random colour."""
+  colour, amplitude = _paint_parameters(rng)
+  return texture[..., None] * amplitude + colour
+
+
+# ----------------------------------------------------------------------------
+# Layout: stuff background and thing shapes.
+# ----------------------------------------------------------------------------
+
+
+def _stuff_background(rng: np.random.Generator, yy: Array,
+                      xx: Array) -> tuple[Array, Array]:
+  """Two or three stuff regions split by wavy, roughly horizontal curves."""
+  h, w = yy.shape
+  num_regions = int(rng.integers(2, 4))
+  classes = rng.permutation(len(STUFF_CLASS_IDS))[:num_regions]
+  x = np.arange(w, dtype=np.float32) / w
+  region = np.zeros((h, w), np.int32)
+  for offset in np.sort(rng.uniform(0.2, 0.8, num_regions - 1)):
+    tilt = rng.uniform(-0.25, 0.25)
+    amplitude = rng.uniform(0.0, 0.08)
+    boundary = h * (offset + tilt * (x - 0.5) + amplitude *
+                    np.sin(2 * np.pi * (rng.uniform(0.5, 2.0) * x +
+                                        rng.uniform(0, 1))))
+    region += yy > boundary[None, :]
+  label = np.asarray(STUFF_CLASS_IDS, np.uint8)[classes][region]
+  texture = np.zeros((h, w), np.float32)
+  colours = np.zeros((num_regions, 3), np.float32)
+  amplitudes = np.zeros((num_regions, 3), np.float32)
+  for r, cls in enumerate(classes):
+    mask = region == r
+    if mask.any():
+      field = _STUFF_TEXTURES[int(cls)](rng, (h, w), yy, xx)
+      texture = np.where(mask, field, texture)
+      colours[r], amplitudes[r] = _paint_parameters(rng)
+  image = texture[..., None] * amplitudes[region] + colours[region]
+  return image, label
+
+
+def _fan_polygon_mask(vertices: Array, centre: Array, yy: Array,
+                      xx: Array) -> Array:
+  """Inside test for a polygon that is star-shaped about `centre`.
+
+  The polygon (vertices counter-clockwise in (x, y)) is the union of the
+  triangles (centre, v_k, v_k+1), each tested with three half-planes.
+  """
+  inside = np.zeros(yy.shape, bool)
+
+  def left_of(a: Array, b: Array) -> Array:
+    return (b[0] - a[0]) * (yy - a[1]) - (b[1] - a[1]) * (xx - a[0]) >= 0
+
+  for k in range(len(vertices)):
+    a, b = vertices[k], vertices[(k + 1) % len(vertices)]
+    inside |= left_of(centre, a) & left_of(a, b) & left_of(b, centre)
+  return inside
+
+
+def _shape_mask(rng: np.random.Generator, cls: int, centre: Array,
+                radius: float, yy: Array, xx: Array) -> Array:
+  """Rasterises one thing of class `cls` on the (sub-)grid `yy, xx`."""
+  angle = rng.uniform(0, 2 * np.pi)
+  cx, cy = centre
+  if cls == 3:  # circle
+    return (yy - cy)**2 + (xx - cx)**2 <= radius**2
+  if cls == 4:  # rotated rectangle
+    u = np.cos(angle) * (xx - cx) + np.sin(angle) * (yy - cy)
+    v = -np.sin(angle) * (xx - cx) + np.cos(angle) * (yy - cy)
+    aspect = rng.uniform(0.45, 0.9)
+    return (np.abs(u) <= radius) & (np.abs(v) <= radius * aspect)
+  if cls == 5:  # triangle
+    angles = angle + np.array([0, 2, 4]) * np.pi / 3 + rng.uniform(
+        -0.25, 0.25, 3)
+    radii = radius * rng.uniform(0.9, 1.15, 3)
+  else:  # five-pointed star
+    angles = angle + np.arange(10) * np.pi / 5
+    radii = radius * np.where(np.arange(10) % 2 == 0, 1.0,
+                              rng.uniform(0.38, 0.55))
+  vertices = np.stack([cx + radii * np.cos(angles),
+                       cy + radii * np.sin(angles)], axis=1)
+  return _fan_polygon_mask(vertices, np.asarray(centre), yy, xx)
+
+
+def _propose_thing(rng: np.random.Generator, yy: Array,
+                   xx: Array) -> tuple[int, tuple[slice, slice], Array]:
+  """Draws a class, a bounding box and the mask inside it for one thing."""
+  h, w = yy.shape
+  cls = int(rng.choice(THING_CLASS_IDS))
+  radius = rng.uniform(0.08, 0.22) * min(h, w)
+  cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
+  box = (slice(max(0, int(cy - radius) - 1), min(h, int(cy + radius) + 2)),
+         slice(max(0, int(cx - radius) - 1), min(w, int(cx + radius) + 2)))
+  mask = _shape_mask(rng, cls, np.array([cx, cy]), radius, yy[box], xx[box])
+  return cls, box, mask
+
+
+def _keeps_others_visible(instances: Array, box: tuple[slice, slice],
+                          mask: Array, areas: list[int]) -> bool:
+  """Whether painting `mask` on top leaves every placed thing visible enough."""
+  if not areas:
+    return True
+  covered = np.bincount(instances[box][mask], minlength=len(areas) + 1)[1:]
+  remaining = np.bincount(instances.ravel(), minlength=len(areas) + 1)[1:]
+  remaining -= covered
+  return bool(np.all(remaining >= _MIN_VISIBLE_FRACTION * np.asarray(areas)))
+
+
+def _place_things(rng: np.random.Generator, image: Array, label: Array,
+                  yy: Array, xx: Array) -> Array:
+  """Paints thing shapes over `image`/`label` in place; returns instance ids."""
+  instances = np.zeros(label.shape, np.int32)
+  areas: list[int] = []
+  for _ in range(int(rng.integers(_MIN_THINGS, _MAX_THINGS + 1))):
+    for _ in range(_PLACEMENT_ATTEMPTS):
+      cls, box, mask = _propose_thing(rng, yy, xx)
+      area = int(mask.sum())
+      if area >= _MIN_SHAPE_PIXELS and _keeps_others_visible(
+          instances, box, mask, areas):
+        break
+    else:
+      continue
+    by, bx = yy[box], xx[box]
+    texture = _thing_texture(rng, mask.shape, by, bx)
+    shading = ((bx - bx[mask].mean()) * rng.uniform(-1, 1) +
+               (by - by[mask].mean()) * rng.uniform(-1, 1)) / np.sqrt(area)
+    colours = _paint(rng, texture) + 25 * shading[..., None]
+    image[box] = np.where(mask[..., None], colours, image[box])
+    label[box] = np.where(mask, np.uint8(cls), label[box])
+    areas.append(area)
+    instances[box] = np.where(mask, len(areas), instances[box])
+  return _compact_ids(instances)
+
+
+def _compact_ids(instances: Array) -> Array:
+  """Renumbers visible instances 1..N in drawing order; 0 stays background."""
+  present = np.unique(instances)
+  present = present[present > 0]
+  lookup = np.zeros(instances.max() + 1, np.uint16)
+  lookup[present] = np.arange(1, len(present) + 1, dtype=np.uint16)
+  return lookup[instances]
+
+
+def generate_example(split: str, index: int,
+                     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+                     ) -> dict[str, Array]:
+  """Draws example `index` of `split`; the same arguments give the same arrays.
+
+  Args:
+    split: "train" or "val".
+    index: non-negative example index.
+    image_size: (height, width) in pixels.
+
+  Returns:
+    {"image": uint8 (H, W, 3), "label": uint8 (H, W) class ids into
+    CLASS_NAMES, "instances": uint16 (H, W), 0 on stuff and 1..N on things}.
+  """
+  if split not in _SPLIT_IDS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  rng = np.random.default_rng((_GENERATOR_SEED, _SPLIT_IDS[split], index))
+  h, w = image_size
+  yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+  image, label = _stuff_background(rng, yy, xx)
+  instances = _place_things(rng, image, label, yy, xx)
+  image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+  return {"image": image, "label": label, "instances": instances}
+
+
+# ----------------------------------------------------------------------------
+# TFDS builder.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ShapesConfig(tfds.core.BuilderConfig):
+  """Size of the generated dataset."""
+  image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+  num_train: int = DEFAULT_NUM_TRAIN
+  num_val: int = DEFAULT_NUM_VAL
+
+
+def shapes_config(image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+                  num_train: int = DEFAULT_NUM_TRAIN,
+                  num_val: int = DEFAULT_NUM_VAL) -> ShapesConfig:
+  """A builder config whose name encodes its sizes (one cache dir per size)."""
+  h, w = (int(s) for s in image_size)
+  if min(h, w, num_train, num_val) <= 0:
+    raise ValueError("image_size, num_train and num_val must be positive, got "
+                     f"{image_size}, {num_train}, {num_val}")
+  return ShapesConfig(
+      name=f"{h}x{w}_train{num_train}_val{num_val}",
+      description=f"{h}x{w} images, {num_train} train / {num_val} val.",
+      image_size=(h, w), num_train=int(num_train), num_val=int(num_val))
+
+
+class JaxsegShapes(tfds.core.GeneratorBasedBuilder):
+  """TFDS builder for jaxseg_shapes (see the module docstring)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [shapes_config()]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    h, w = self.builder_config.image_size
+    tensor = lambda shape, dtype: tfds.features.Tensor(
+        shape=shape, dtype=dtype, encoding="zlib")
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            "image": tensor((h, w, 3), np.uint8),
+            "label": tensor((h, w), np.uint8),
+            "instances": tensor((h, w), np.uint16),
+        }),
+        disable_shuffling=True,  # Record i is generate_example(split, i).
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    config = self.builder_config
+    return {
+        "train": self._generate_examples("train", config.num_train),
+        "val": self._generate_examples("val", config.num_val),
+    }
+
+  def _generate_examples(self, split: str,
+                         num_examples: int) -> Iterator[tuple[int, dict]]:
+    for index in range(num_examples):
+      yield index, generate_example(split, index,
+                                    self.builder_config.image_size)
+
+
+def default_data_dir() -> pathlib.Path:
+  """$JAXSEG_DATA_DIR, else ~/.cache/jaxseg/tfds."""
+  env = os.environ.get("JAXSEG_DATA_DIR")
+  return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / \
+      "jaxseg" / "tfds"
+
+
+@contextlib.contextmanager
+def _exclusive_lock(directory: pathlib.Path) -> Iterator[None]:
+  """Serialises preparation across processes sharing `directory`.
+
+  TFDS writes into a uniquely named `incomplete.*` folder and renames it at
+  the end, so readers never see a half-written dataset; but two writers racing
+  would both generate and the loser's rename fails on the non-empty target.
+  Holding this lock while checking and preparing makes the second process
+  simply find the finished dataset.
+  """
+  directory.mkdir(parents=True, exist_ok=True)
+  with open(directory / _LOCK_NAME, "a") as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_embedded(*, data_dir: str | os.PathLike | None = None,
+                     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+                     num_train: int = DEFAULT_NUM_TRAIN,
+                     num_val: int = DEFAULT_NUM_VAL) -> JaxsegShapes:
+  """Generates the dataset once into `data_dir` (a no-op when present)."""
+  data_dir = pathlib.Path(data_dir) if data_dir else default_data_dir()
+  config = shapes_config(image_size, num_train, num_val)
+  with _exclusive_lock(data_dir):
+    builder = JaxsegShapes(config=config, data_dir=os.fspath(data_dir),
+                           file_format="array_record")
+    builder.download_and_prepare()
+  return builder
+
+
+def load_embedded(split: str, *, data_dir: str | os.PathLike | None = None,
+                  image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+                  num_train: int = DEFAULT_NUM_TRAIN,
+                  num_val: int = DEFAULT_NUM_VAL):
+  """Random-access source of jaxseg_shapes, generating it on first use.
+
+  Args:
+    split: "train" or "val" ("validation" is accepted for "val").
+    data_dir: TFDS cache; defaults to `default_data_dir()`.
+    image_size: (height, width) of the generated images.
+    num_train: number of training examples.
+    num_val: number of validation examples.
+
+  Returns:
+    A TFDS array_record data source: `len(source)` and `source[i]` -> {"image":
+    uint8 (H, W, 3), "label": uint8 (H, W), "instances": uint16 (H, W)}.
+  """
+  split = "val" if split == "validation" else split
+  if split not in SPLITS:
+    raise DataError(f"jaxseg_shapes has splits {SPLITS}, not {split!r}")
+  builder = prepare_embedded(data_dir=data_dir, image_size=image_size,
+                             num_train=num_train, num_val=num_val)
+  return builder.as_data_source(split)

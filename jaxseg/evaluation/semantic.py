@@ -1,0 +1,96 @@
+"""Semantic segmentation metrics and sliding-window inference.
+
+The confusion matrix is accumulated on device (jittable); mIoU and friends are
+read off it on the host:
+
+    IoU_c = CM[c, c] / (Σ_k CM[c, k] + Σ_k CM[k, c] − CM[c, c])
+    mIoU  = mean of IoU_c over classes with a non-empty union
+    aAcc  = Σ_c CM[c, c] / Σ CM
+
+with CM[true, pred] counted over pixels whose label is not `ignore_index`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def confusion_matrix(
+    pred: jax.Array, labels: jax.Array, *, num_classes: int,
+    ignore_index: int = 255) -> jax.Array:
+  """(C, C) int32 counts CM[true, pred] over valid pixels of any-shaped maps."""
+  valid = (labels != ignore_index) & (labels >= 0) & (labels < num_classes)
+  idx = jnp.where(valid, labels * num_classes + pred, num_classes * num_classes)
+  counts = jnp.bincount(idx.reshape(-1).astype(jnp.int32),
+                        length=num_classes * num_classes + 1)
+  return counts[:-1].reshape(num_classes, num_classes).astype(jnp.int32)
+
+
+def metrics_from_confusion(
+    cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, float]:
+  """mIoU, pixel accuracy, mean class accuracy and per-class IoU (NaN if absent)."""
+  cm = np.asarray(cm, np.float64)
+  tp = np.diag(cm)
+  gt = cm.sum(1)
+  union = gt + cm.sum(0) - tp
+  iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+  acc = np.where(gt > 0, tp / np.maximum(gt, 1), np.nan)
+  out = {
+      "miou": float(np.nanmean(iou)) if np.any(union > 0) else 0.0,
+      "pixel_acc": float(tp.sum() / max(cm.sum(), 1)),
+      "mean_acc": float(np.nanmean(acc)) if np.any(gt > 0) else 0.0,
+  }
+  names = class_names or [str(i) for i in range(len(tp))]
+  for name, v in zip(names, iou):
+    out[f"iou/{name}"] = float(v)
+  return out
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+  """Start offsets covering [0, size) with windows of `crop` (last one flush)."""
+  if size <= crop:
+    return [0]
+  n = math.ceil((size - crop) / stride) + 1
+  return sorted({min(i * stride, size - crop) for i in range(n)})
+
+
+def sliding_window_logits(
+    predict_fn: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    *,
+    crop_size: tuple[int, int],
+    stride: tuple[int, int],
+    num_classes: int,
+    batch_size: int = 8) -> np.ndarray:
+  """Logits (H, W, C) of one image by averaging overlapping crop windows.
+
+  Images smaller than the crop along an axis are zero-padded to the crop there
+  (the padding is cut off again), so every forward pass sees the crop shape and
+  `predict_fn` compiles once. `predict_fn` maps (n, ch, cw, 3) images to
+  (n, ch, cw, C) logits.
+  """
+  h, w = image.shape[:2]
+  ch, cw = crop_size
+  ph, pw = max(h, ch), max(w, cw)
+  padded = np.zeros((ph, pw) + image.shape[2:], image.dtype)
+  padded[:h, :w] = image
+  boxes = [(y, x) for y in window_starts(ph, ch, stride[0])
+           for x in window_starts(pw, cw, stride[1])]
+  acc = np.zeros((ph, pw, num_classes), np.float32)
+  count = np.zeros((ph, pw, 1), np.float32)
+  for i in range(0, len(boxes), batch_size):
+    chunk = boxes[i:i + batch_size]
+    crops = np.stack([padded[y:y + ch, x:x + cw] for y, x in chunk])
+    n = len(chunk)
+    if n < batch_size:  # keep one compiled shape
+      crops = np.concatenate(
+          [crops, np.zeros((batch_size - n,) + crops.shape[1:], crops.dtype)])
+    logits = np.asarray(predict_fn(crops))[:n]
+    for (y, x), lg in zip(chunk, logits):
+      acc[y:y + ch, x:x + cw] += lg
+      count[y:y + ch, x:x + cw] += 1
+  return (acc / count)[:h, :w]

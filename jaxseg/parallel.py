@@ -1,0 +1,48 @@
+"""Meshes and shardings: one code path for 1 CPU, 8 fake devices and a pod.
+
+The batch is sharded over the `data` axis; parameters and optimizer state are
+replicated. Under `jit` XLA inserts the gradient all-reduce itself, so the
+trainers contain no explicit collectives; `shard_map` + `psum` is used only where
+a global statistic is the point of the method (SyncAN in RSS).
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_data_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+  """A 1-D mesh over all (or the first `num_devices`) devices, axis `data`."""
+  n = num_devices or jax.device_count()
+  return jax.make_mesh(
+      (n,), (DATA_AXIS,),
+      axis_types=(jax.sharding.AxisType.Auto,),
+      devices=jax.devices()[:n])
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> None:
+  n = mesh.shape[DATA_AXIS]
+  if global_batch % n or global_batch % jax.process_count():
+    raise ValueError(
+        f"config.batch_size={global_batch} must be divisible by the number of "
+        f"devices ({n}) and processes ({jax.process_count()}).")
+
+
+def host_batch_to_global(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  """Process-local numpy batch -> global arrays sharded over `data`."""
+  sharding = batch_sharding(mesh)
+  return {
+      k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+      for k, v in batch.items() if isinstance(v, np.ndarray) and v.dtype != object
+  }

@@ -1,0 +1,82 @@
+"""Pictures of a run: prediction panels and learning curves (PNG files)."""
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def class_palette(num_classes: int) -> np.ndarray:
+  """(C, 3) uint8 colours: the PASCAL VOC bit-interleaved palette."""
+  pal = np.zeros((max(num_classes, 1), 3), np.uint8)
+  for c in range(num_classes):
+    v, r, g, b = c + 1, 0, 0, 0  # +1: class 0 gets a colour, not black
+    for i in range(8):
+      r |= ((v >> 0) & 1) << (7 - i)
+      g |= ((v >> 1) & 1) << (7 - i)
+      b |= ((v >> 2) & 1) << (7 - i)
+      v >>= 3
+    pal[c] = (r, g, b)
+  return pal
+
+
+def colorize(label: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+  """(H, W) ids -> (H, W, 3) uint8; the ignore value (and anything else) is black."""
+  pal = class_palette(num_classes)
+  label = np.asarray(label)
+  ok = (label >= 0) & (label < num_classes) & (label != ignore_index)
+  out = np.zeros(label.shape + (3,), np.uint8)
+  out[ok] = pal[label[ok]]
+  return out
+
+
+def prediction_panel(
+    images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+    preds: Sequence[np.ndarray], *, num_classes: int, ignore_index: int) -> np.ndarray:
+  """Rows of [image | label | prediction] as one uint8 (H, W, 3) array."""
+  rows = []
+  for img, lab, pr in zip(images, labels, preds):
+    sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
+    rows.append(np.concatenate(
+        [np.asarray(img, np.uint8), sep, colorize(lab, num_classes, ignore_index),
+         sep, colorize(pr, num_classes, ignore_index)], axis=1))
+  width = max(r.shape[1] for r in rows)
+  rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+          for r in rows]
+  return np.concatenate(rows, axis=0)
+
+
+def save_png(path: str | pathlib.Path, image: np.ndarray) -> None:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(np.asarray(image, np.uint8)).save(path)
+
+
+def learning_curves(
+    runs: dict[str, list[dict[str, Any]]], path: str | pathlib.Path, *,
+    keys: Sequence[str] = ("train/loss", "val/miou"), title: str = "") -> None:
+  """One subplot per key, one line per run, from metrics.jsonl records."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    for name, records in runs.items():
+      pts = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+      if pts:
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o" if key.startswith("val") else None,
+                markersize=3, label=name)
+    ax.set_xlabel("step")
+    ax.set_title(key)
+    ax.grid(alpha=0.3)
+    if len(runs) > 1:
+      ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,281 @@
+"""The train loop every method shares, read top to bottom in sections.
+
+mesh → input → model → optimizer → train state → checkpoint / resume / cold
+start → compiled update → evaluation → loop. A method (PSL, RSS, ...) supplies
+only its loss: `loss_fn(params, batch, rng) -> (loss, metrics)`, built by a
+`make_loss(config, apply_fn, info)` factory and bound before `jit`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from jaxseg import checkpoint as ckpt_lib
+from jaxseg import data as data_lib
+from jaxseg import models as models_lib
+from jaxseg import optim as optim_lib
+from jaxseg import parallel
+from jaxseg import plots
+from jaxseg.evaluation import semantic
+from jaxseg.trainers import writer as writer_lib
+
+# ImageNet statistics, as the ConvNeXt-V2 (and most segmentation) recipes use.
+IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict]]
+MakeLoss = Callable[..., LossFn]
+
+
+def normalize_images(images: jax.Array) -> jax.Array:
+  """uint8 (..., 3) -> float32 standardised with the ImageNet mean and std."""
+  return (images.astype(jnp.float32) - IMAGE_MEAN) / IMAGE_STD
+
+
+def validate_config(c: ml_collections.ConfigDict, info, num_devices: int) -> None:
+  """Checks that need the data: fail with the culprit key before compiling."""
+  if c.model.name == "sfpnext":
+    for name, size in (("data.crop_size", c.data.crop_size),
+                       ("eval.crop_size", c.eval.crop_size or c.data.crop_size)):
+      if any(s % 32 for s in size):
+        raise ValueError(f"config.{name}={tuple(size)} must be divisible by 32 "
+                         "(the backbone's output stride).")
+  if c.batch_size % num_devices or c.batch_size % jax.process_count():
+    raise ValueError(f"config.batch_size={c.batch_size} must be divisible by the "
+                     f"device count ({num_devices}) and process count.")
+  if c.data.class_weights is not None and len(c.data.class_weights) != info.num_classes:
+    raise ValueError(f"config.data.class_weights has {len(c.data.class_weights)} "
+                     f"entries; the dataset has {info.num_classes} classes.")
+  if c.total_steps <= 0 or c.log_every <= 0:
+    raise ValueError("config.total_steps and config.log_every must be positive.")
+
+
+@dataclasses.dataclass
+class Run:
+  """What the loop built: handy for tests and for methods that extend it."""
+  config: ml_collections.ConfigDict
+  workdir: pathlib.Path
+  mesh: jax.sharding.Mesh
+  info: Any
+  model: Any
+  state: dict[str, Any]
+  metrics: dict[str, float]
+
+
+def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
+             panel_examples: int = 0, desc: str = "eval"):
+  """Single-scale mIoU over `source`, sliding windows where an image is larger.
+
+  Returns (metrics dict, panel image or None).
+  """
+  crop = tuple(config.eval.crop_size or config.data.crop_size)
+  stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
+  n = len(source) if not max_examples else min(max_examples, len(source))
+  cm = np.zeros((info.num_classes, info.num_classes), np.int64)
+  shown = []
+  for i in tqdm.trange(n, desc=desc, leave=False, disable=jax.process_index() != 0):
+    ex = source[i]
+    logits = semantic.sliding_window_logits(
+        functools.partial(predict_fn, params), ex["image"], crop_size=crop,
+        stride=stride, num_classes=info.num_classes, batch_size=config.eval.batch_size)
+    pred = logits.argmax(-1)
+    cm += np.asarray(semantic.confusion_matrix(
+        pred, np.asarray(ex["label"]).astype(np.int32), num_classes=info.num_classes,
+        ignore_index=info.ignore_index))
+    if len(shown) < panel_examples:
+      shown.append((ex["image"], ex["label"], pred))
+  panel = None
+  if shown:
+    panel = plots.prediction_panel(*zip(*shown), num_classes=info.num_classes,
+                                   ignore_index=info.ignore_index)
+  return semantic.metrics_from_confusion(cm, info.class_names), panel
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       *, make_loss: MakeLoss) -> Run:
+  """Trains `config.total_steps` steps (resuming from `workdir`), evaluates."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  is_main = jax.process_index() == 0
+
+  # --- Mesh -------------------------------------------------------------------
+  mesh = parallel.make_data_mesh()
+  repl = parallel.replicated(mesh)
+
+  # --- Input ------------------------------------------------------------------
+  train_source, info = data_lib.get_source(config.data, config.data.train_split)
+  val_source, _ = data_lib.get_source(config.data, config.data.val_split)
+  validate_config(config, info, mesh.size)
+  train_ds = data_lib.make_train_dataset(
+      train_source, crop_size=tuple(config.data.crop_size),
+      global_batch_size=config.batch_size, seed=config.seed,
+      ignore_index=info.ignore_index, scale_range=tuple(config.data.scale_range),
+      flip=config.data.flip, photometric=config.data.photometric,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      worker_count=config.data.worker_count)
+  train_iter = iter(train_ds)
+  logging.info("data: %s, %d train / %d val examples, %d classes", info.name,
+               len(train_source), len(val_source), info.num_classes)
+
+  # --- Model ------------------------------------------------------------------
+  model = models_lib.build_model(config.model, info.num_classes)
+  crop = tuple(config.data.crop_size)
+
+  def init_params(rng):
+    dummy = jnp.zeros((1, *crop, 3), jnp.float32)
+    return model.init({"params": rng}, dummy, train=False)["params"]
+
+  rng = jax.random.key(config.seed)
+  params = jax.jit(init_params, out_shardings=repl)(rng)
+  logging.info("model: %s/%s, %.2fM parameters", config.model.name,
+               config.model.backbone, models_lib.param_count(params) / 1e6)
+
+  def apply_fn(params, images, *, train, rng=None):
+    return model.apply({"params": params}, normalize_images(images), train=train,
+                       rngs={"dropout": rng} if train else None)
+
+  # --- Optimizer --------------------------------------------------------------
+  tx, schedule = optim_lib.make_optimizer(
+      config.optim, params, total_steps=config.total_steps,
+      classifier_pattern=models_lib.CLASSIFIER_PATTERN)
+
+  # --- Train state: a plain pytree ----------------------------------------------
+  def init_state(params):
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": tx.init(params),
+            "rng": jax.random.key_data(jax.random.fold_in(rng, 1))}
+
+  # --- Checkpoint, resume, cold start -----------------------------------------
+  mgr = ckpt_lib.make_manager(workdir, max_to_keep=config.keep_checkpoints,
+                              save_every=config.checkpoint_every)
+  if mgr.latest_step() is not None:
+    abstract = jax.eval_shape(init_state, params)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+                            abstract)
+    state = ckpt_lib.restore(mgr, abstract, train_iter)
+    logging.info("resumed from step %d in %s", int(state["step"]), mgr.directory)
+  else:
+    if config.init_from:
+      loaded = ckpt_lib.load_params(config.init_from)
+      merged, reinit = ckpt_lib.merge_init(
+          jax.device_get(params), loaded, reinit_pattern=models_lib.CLASSIFIER_PATTERN)
+      params = jax.device_put(merged, repl)
+      logging.info("cold start from %s; re-initialised: %s", config.init_from,
+                   reinit or "nothing")
+    state = jax.jit(init_state, out_shardings=repl)(params)
+  del params
+
+  # --- Compiled update ----------------------------------------------------------
+  loss_fn = make_loss(config=config, apply_fn=apply_fn, info=info)
+
+  def update_fn(state, batch):
+    step_rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, step_rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = {"step": state["step"] + 1,
+           "params": optax.apply_updates(state["params"], updates),
+           "opt_state": opt_state, "rng": state["rng"]}
+    # A non-finite step leaves the state as it was; the host stops the run.
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
+               "train/lr": schedule(state["step"]), **aux}
+    return new, metrics, finite
+
+  update = jax.jit(update_fn, donate_argnums=0, out_shardings=(repl, repl, repl))
+
+  @jax.jit
+  def predict_fn(params, images):
+    return apply_fn(params, images, train=False)
+
+  # --- Evaluation -----------------------------------------------------------------
+  writer = writer_lib.MetricWriter(workdir)
+
+  def run_eval(step: int) -> dict[str, float]:
+    t0 = time.time()
+    metrics, panel = evaluate(
+        state["params"], predict_fn=predict_fn, source=val_source, info=info,
+        config=config, max_examples=config.eval.max_examples,
+        panel_examples=config.eval.panel_examples, desc=f"eval@{step}")
+    out = {f"val/{k}": v for k, v in metrics.items()}
+    out["val/seconds"] = time.time() - t0
+    writer.write(step, out)
+    if panel is not None and is_main:
+      plots.save_png(workdir / "panels" / f"step_{step:06d}.png", panel)
+      writer.write_image(step, "val/panel", panel)
+    logging.info("step %d: val mIoU %.4f, pixel acc %.4f", step, out["val/miou"],
+                 out["val/pixel_acc"])
+    return out
+
+  # --- Loop -------------------------------------------------------------------------
+  start = int(state["step"])
+  pending: list[tuple[int, dict, jax.Array]] = []
+  last_val: dict[str, float] = {}
+  bar = tqdm.tqdm(total=config.total_steps, initial=start, desc="train",
+                  disable=not is_main, dynamic_ncols=True)
+  t_log, n_log = time.time(), 0
+
+  def check_finite(upto: int) -> None:
+    """Raises on the first non-finite step among those dispatched so far."""
+    while pending and pending[0][0] <= upto:
+      s, m, ok = pending.pop(0)
+      if not bool(ok):
+        m = jax.device_get(m)
+        good = mgr.latest_step()
+        raise FloatingPointError(
+            f"non-finite loss or gradients at step {s} (loss={float(m['train/loss'])}, "
+            f"grad_norm={float(m['train/grad_norm'])}); stopped. The last good "
+            f"checkpoint is {'step ' + str(good) if good is not None else 'none'} in "
+            f"{mgr.directory}. Lower config.optim.lr or check the data.")
+
+  history: list[dict] = []
+  for step in range(start + 1, config.total_steps + 1):
+    batch = parallel.host_batch_to_global(next(train_iter), mesh)
+    state, metrics, finite = update(state, batch)
+    pending.append((step, metrics, finite))
+    history.append(metrics)
+    check_finite(step - 1)  # one step behind: keeps dispatch asynchronous
+    n_log += 1
+    bar.update(1)
+    if step % config.log_every == 0 or step == config.total_steps:
+      check_finite(step)
+      avg = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]}
+      dt = time.time() - t_log
+      avg["train/steps_per_s"] = n_log / dt
+      avg["train/images_per_s"] = n_log * config.batch_size / dt
+      writer.write(step, avg)
+      bar.set_postfix(loss=f"{avg['train/loss']:.4f}")
+      history, t_log, n_log = [], time.time(), 0
+    if step % config.eval_every == 0 or step == config.total_steps:
+      check_finite(step)
+      last_val = run_eval(step)
+    if step % config.checkpoint_every == 0 or step == config.total_steps:
+      check_finite(step)
+      ckpt_lib.save(mgr, step, state, train_iter, force=step == config.total_steps)
+  bar.close()
+  mgr.wait_until_finished()
+
+  if start >= config.total_steps:  # already trained: evaluate what is there
+    last_val = run_eval(start)
+  writer.flush()
+  if is_main:
+    plots.learning_curves({workdir.name: writer_lib.read_metrics(workdir)},
+                          workdir / "learning_curve.png",
+                          title=f"{config.trainer} on {info.name}")
+  writer.close()
+  mgr.close()
+  return Run(config=config, workdir=workdir, mesh=mesh, info=info, model=model,
+             state=state, metrics=last_val)
