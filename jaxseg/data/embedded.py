@@ -76,7 +76,8 @@ def _value_noise(rng: np.random.Generator, shape: tuple[int, int],
 
 
 def _fine_noise(rng: np.random.Generator, shape: tuple[int, int]) -> Array:
-  return rng.standard_normal(shape, dtype=np.float32)
+  """Unit-variance white noise (uniform: cheaper than Gaussian, looks alike)."""
+  return (rng.random(shape, dtype=np.float32) - 0.5) * np.float32(np.sqrt(12))
 
 
 def _sky_texture(rng: np.random.Generator, shape: tuple[int, int],
@@ -134,10 +135,6 @@ def _thing_texture(rng: np.random.Generator, shape: tuple[int, int],
   return (0.8 * pattern + 0.2 * _fine_noise(rng, shape)).astype(np.float32)
 
 
-def _random_colour(rng: np.random.Generator) -> Array:
-  return rng.uniform(40, 215, size=3).astype(np.float32)
-
-
 def _paint_parameters(rng: np.random.Generator) -> tuple[Array, Array]:
   """A random base colour and per-channel texture amplitudes."""
   colour = rng.uniform(40, 215, size=3).astype(np.float32)
@@ -171,7 +168,7 @@ def _stuff_background(rng: np.random.Generator, yy: Array,
                     np.sin(2 * np.pi * (rng.uniform(0.5, 2.0) * x +
                                         rng.uniform(0, 1))))
     region += yy > boundary[None, :]
-  label = np.asarray(STUFF_CLASS_IDS, np.uint8)[classes][region]
+  label = np.take(np.asarray(STUFF_CLASS_IDS, np.uint8)[classes], region)
   texture = np.zeros((h, w), np.float32)
   colours = np.zeros((num_regions, 3), np.float32)
   amplitudes = np.zeros((num_regions, 3), np.float32)
@@ -181,7 +178,8 @@ def _stuff_background(rng: np.random.Generator, yy: Array,
       field = _STUFF_TEXTURES[int(cls)](rng, (h, w), yy, xx)
       texture = np.where(mask, field, texture)
       colours[r], amplitudes[r] = _paint_parameters(rng)
-  image = texture[..., None] * amplitudes[region] + colours[region]
+  image = (texture[..., None] * np.take(amplitudes, region, axis=0) +
+           np.take(colours, region, axis=0))
   return image, label
 
 
@@ -346,6 +344,13 @@ class JaxsegShapes(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [shapes_config()]
 
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> pathlib.Path:
+    # TFDS's own lookup needs the `importlib_resources` backport, which it does
+    # not install on Python >= 3.9; the builder's file is all it wants.
+    return pathlib.Path(__file__)
+
   def _info(self) -> tfds.core.DatasetInfo:
     h, w = self.builder_config.image_size
     tensor = lambda shape, dtype: tfds.features.Tensor(
@@ -409,6 +414,8 @@ def prepare_embedded(*, data_dir: str | os.PathLike | None = None,
   """Generates the dataset once into `data_dir` (a no-op when present)."""
   data_dir = pathlib.Path(data_dir) if data_dir else default_data_dir()
   config = shapes_config(image_size, num_train, num_val)
+  if config.name in JaxsegShapes.builder_configs:
+    config = config.name  # TFDS refuses a custom config named like a stock one.
   with _exclusive_lock(data_dir):
     builder = JaxsegShapes(config=config, data_dir=os.fspath(data_dir),
                            file_format="array_record")
