@@ -43,6 +43,48 @@ def normalize_images(images: jax.Array) -> jax.Array:
   return (images.astype(jnp.float32) - IMAGE_MEAN) / IMAGE_STD
 
 
+def make_apply_fn(model):
+  """(params, uint8 images, train, rng) -> logits; normalisation included."""
+
+  def apply_fn(params, images, *, train, rng=None):
+    return model.apply({"params": params}, normalize_images(images), train=train,
+                       rngs={"dropout": rng} if train else None)
+
+  return apply_fn
+
+
+def init_train_state(params, *, tx, rng) -> dict[str, Any]:
+  """The train state is a plain pytree (orbax saves it as it is)."""
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": tx.init(params), "rng": jax.random.key_data(rng)}
+
+
+def make_update_fn(loss_fn: LossFn, tx: optax.GradientTransformation, schedule):
+  """One optimisation step: (state, batch) -> (state, metrics, finite).
+
+  The per-step RNG is `fold_in(state.rng, state.step)`, so a resumed run draws
+  the same randomness as an uninterrupted one.
+  """
+
+  def update_fn(state, batch):
+    step_rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, step_rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = {"step": state["step"] + 1,
+           "params": optax.apply_updates(state["params"], updates),
+           "opt_state": opt_state, "rng": state["rng"]}
+    # A non-finite step leaves the state as it was; the host stops the run.
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
+               "train/lr": schedule(state["step"]), **aux}
+    return new, metrics, finite
+
+  return update_fn
+
+
 def validate_config(c: ml_collections.ConfigDict, info, num_devices: int) -> None:
   """Checks that need the data: fail with the culprit key before compiling."""
   if c.model.name == "sfpnext":
@@ -141,9 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("model: %s/%s, %.2fM parameters", config.model.name,
                config.model.backbone, models_lib.param_count(params) / 1e6)
 
-  def apply_fn(params, images, *, train, rng=None):
-    return model.apply({"params": params}, normalize_images(images), train=train,
-                       rngs={"dropout": rng} if train else None)
+  apply_fn = make_apply_fn(model)
 
   # --- Optimizer --------------------------------------------------------------
   tx, schedule = optim_lib.make_optimizer(
@@ -151,10 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       classifier_pattern=models_lib.CLASSIFIER_PATTERN)
 
   # --- Train state: a plain pytree ----------------------------------------------
-  def init_state(params):
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(params),
-            "rng": jax.random.key_data(jax.random.fold_in(rng, 1))}
+  init_state = functools.partial(init_train_state, tx=tx,
+                                 rng=jax.random.fold_in(rng, 1))
 
   # --- Checkpoint, resume, cold start -----------------------------------------
   mgr = ckpt_lib.make_manager(workdir, max_to_keep=config.keep_checkpoints,
@@ -179,22 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Compiled update ----------------------------------------------------------
   loss_fn = make_loss(config=config, apply_fn=apply_fn, info=info)
 
-  def update_fn(state, batch):
-    step_rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, step_rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = {"step": state["step"] + 1,
-           "params": optax.apply_updates(state["params"], updates),
-           "opt_state": opt_state, "rng": state["rng"]}
-    # A non-finite step leaves the state as it was; the host stops the run.
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-    metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
-               "train/lr": schedule(state["step"]), **aux}
-    return new, metrics, finite
-
+  update_fn = make_update_fn(loss_fn, tx, schedule)
   update = jax.jit(update_fn, donate_argnums=0, out_shardings=(repl, repl, repl))
 
   @jax.jit

@@ -1,0 +1,197 @@
+"""Benchmark: compile time and images/s of the PSL train step.
+
+    python bench/train_step.py [--json out.json] [--torch] [--only NAME] [--steps N]
+
+Rows (all with AdamW and the full jitted, donated update the trainer uses):
+  sfpnext_nano_512      SFPNeXt + ConvNeXt-V2-nano, 512×512, batch 2
+  linear_nano_96x128    ConvNeXt-V2-nano + 1×1 head, 96×128, batch 8
+  linear_nano_512       ConvNeXt-V2-nano + 1×1 head, 512×512, batch 2
+  camvid_cpu            configs/psl_camvid.py's model, crop and batch
+
+With `--torch` (needs `pip install torch==2.13.0`), the ConvNeXt-V2-nano +
+1×1 head rows are also timed in PyTorch on the same machine in the same run, as
+the reference the issue names (timm's `convnextv2_nano` features + a 1×1 head,
+AdamW, 2 threads), re-implemented in plain torch below so that no timm or
+torchvision install is needed; the table then shows JAX's speed-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from jaxseg import config as config_lib  # noqa: E402
+from jaxseg import models, optim  # noqa: E402
+from jaxseg.trainers import common, psl  # noqa: E402
+
+
+class _Info:
+  ignore_index = 255
+
+  def __init__(self, num_classes):
+    self.num_classes = num_classes
+
+
+def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
+  c = config_lib.default_config()
+  c.optim.warmup_steps = 0
+  if name == "camvid_cpu":
+    spec = {}
+    exec(pathlib.Path(__file__).resolve().parents[1].joinpath(  # pylint: disable=exec-used
+        "configs/psl_camvid.py").read_text(), spec)
+    c = spec["get_config"]()
+    return c, *c.data.crop_size, c.batch_size
+  c.model.backbone = "convnext_v2_nano"
+  if name == "sfpnext_nano_512":
+    c.model.name = "sfpnext"
+    return c, 512, 512, 2
+  c.model.name = "linear"
+  return c, *{"linear_nano_96x128": (96, 128, 8), "linear_nano_512": (512, 512, 2)}[name]
+
+
+def time_jax(name: str, steps: int, num_classes: int = 19) -> dict:
+  c, h, w, b = jax_config(name)
+  model = models.build_model(c.model, num_classes)
+  apply_fn = common.make_apply_fn(model)
+  params = jax.jit(lambda r: model.init({"params": r}, jnp.zeros((1, h, w, 3)),
+                                        train=False)["params"])(jax.random.key(0))
+  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10_000,
+                                      classifier_pattern=models.CLASSIFIER_PATTERN)
+  loss_fn = psl.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
+  update = jax.jit(common.make_update_fn(loss_fn, tx, schedule), donate_argnums=0)
+  state = common.init_train_state(params, tx=tx, rng=jax.random.key(1))
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.integers(0, 255, (b, h, w, 3), dtype=np.uint8)),
+           "label": jnp.asarray(rng.integers(0, num_classes, (b, h, w), dtype=np.int32))}
+  t0 = time.perf_counter()
+  compiled = update.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  state, m, _ = compiled(state, batch)  # warm-up
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, m, _ = compiled(state, batch)
+    jax.block_until_ready((state, m))
+    times.append(time.perf_counter() - t0)
+  step_ms = 1000 * statistics.median(times)
+  return {"name": name, "framework": "jax", "height": h, "width": w, "batch": b,
+          "step_ms": step_ms, "images_per_s": b / step_ms * 1000,
+          "compile_s": compile_s}
+
+
+def time_torch(name: str, steps: int, num_classes: int = 19) -> dict | None:
+  """Plain-torch ConvNeXt-V2-nano (the timm architecture) + 1×1 head, AdamW."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    from torch import nn  # pylint: disable=g-import-not-at-top
+    import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  torch.set_num_threads(2)
+  _, h, w, b = jax_config(name)
+
+  class LN2d(nn.LayerNorm):
+    def forward(self, x):
+      return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+  class GRN(nn.Module):
+    def __init__(self, dim):
+      super().__init__()
+      self.gamma = nn.Parameter(torch.zeros(dim))
+      self.beta = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):  # NHWC
+      gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
+      nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+      return self.gamma * (x * nx) + self.beta + x
+
+  class Block(nn.Module):
+    def __init__(self, dim):
+      super().__init__()
+      self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+      self.norm = nn.LayerNorm(dim, eps=1e-6)
+      self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+      self.grn = GRN(4 * dim)
+
+    def forward(self, x):
+      y = self.dw(x).permute(0, 2, 3, 1)
+      y = self.fc2(self.grn(F.gelu(self.fc1(self.norm(y)))))
+      return x + y.permute(0, 3, 1, 2)
+
+  depths, dims = (2, 2, 8, 2), (80, 160, 320, 640)
+  layers = [nn.Conv2d(3, dims[0], 4, 4), LN2d(dims[0], eps=1e-6)]
+  for i, (d, dim) in enumerate(zip(depths, dims)):
+    if i:
+      layers += [LN2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dim, 2, 2)]
+    layers += [Block(dim) for _ in range(d)]
+  net = nn.Sequential(*layers, nn.Conv2d(dims[-1], num_classes, 1))
+  opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.05)
+  x = torch.randn(b, 3, h, w)
+  y = torch.randint(0, num_classes, (b, h, w))
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    logits = F.interpolate(net(x), size=(h, w), mode="bilinear", align_corners=False)
+    F.cross_entropy(logits, y, ignore_index=255).backward()
+    opt.step()
+
+  step()
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+  step_ms = 1000 * statistics.median(times)
+  return {"name": name, "framework": "torch", "height": h, "width": w, "batch": b,
+          "step_ms": step_ms, "images_per_s": b / step_ms * 1000, "compile_s": 0.0}
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--json", help="also write the records to this file")
+  p.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
+  p.add_argument("--only", nargs="*", help="row names to run")
+  p.add_argument("--steps", type=int, default=5)
+  args = p.parse_args()
+  names = args.only or ["camvid_cpu", "linear_nano_96x128", "linear_nano_512",
+                        "sfpnext_nano_512"]
+  records = []
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
+        f"({jax.device_count()} device(s))", flush=True)
+  header = (f"| {'name':<20} | {'fw':<5} | {'H×W':>8} | {'B':>2} | {'step ms':>8} "
+            f"| {'img/s':>7} | {'compile s':>9} | {'torch/jax':>9} |")
+  print(header)
+  print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+  for name in names:
+    rows = [time_jax(name, args.steps)]
+    if args.torch and name.startswith("linear"):
+      ref = time_torch(name, args.steps)
+      if ref is None:
+        print("torch is not installed: pip install torch==2.13.0", file=sys.stderr)
+      else:
+        rows.append(ref)
+    for r in rows:
+      ratio = ""
+      if len(rows) == 2 and r["framework"] == "jax":
+        ratio = f"{rows[1]['step_ms'] / r['step_ms']:.2f}×"
+      print(f"| {r['name']:<20} | {r['framework']:<5} | {r['height']:>3}×{r['width']:<4} "
+            f"| {r['batch']:>2} | {r['step_ms']:8.1f} | {r['images_per_s']:7.2f} "
+            f"| {r['compile_s']:9.1f} | {ratio:>9} |", flush=True)
+    records += rows
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+  main()

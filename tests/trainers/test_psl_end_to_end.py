@@ -1,0 +1,139 @@
+"""Train a few steps, checkpoint, resume, cold start, NaN stop, sharded step."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg import checkpoint as ckpt_lib
+from jaxseg import config as config_lib
+from jaxseg import models, optim, parallel
+from jaxseg.trainers import common, psl
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_config(data_dir, **overrides):
+  c = config_lib.runlocal(config_lib.default_config())
+  c.data.name = "embedded"
+  c.data.data_dir = data_dir
+  c.data.crop_size = (64, 64)
+  c.data.scale_range = (0.75, 1.25)
+  c.eval.crop_size = (64, 64)
+  c.eval.max_examples = 2
+  c.eval.panel_examples = 2
+  c.model.fpn_dim = 16
+  c.model.head_dim = 16
+  c.batch_size = 8
+  for k, v in overrides.items():
+    node = c
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def params_of(run):
+  return jax.device_get(run.state["params"])
+
+
+def test_train_checkpoint_eval_outputs(data_dir, tmp_path):
+  run = psl.train_and_evaluate(tiny_config(data_dir), str(tmp_path))
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in records if "train/loss" in r]
+  val = [r for r in records if "val/miou" in r]
+  assert [r["step"] for r in train] == [2, 4, 6]
+  assert all(np.isfinite(r["train/loss"]) for r in train)
+  assert val and val[-1]["step"] == 6 and 0.0 <= val[-1]["val/miou"] <= 1.0
+  assert any(k.startswith("val/iou/") for k in val[-1])
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+  assert (tmp_path / "panels" / "step_000006.png").exists()
+  assert (tmp_path / "learning_curve.png").exists()
+  assert list((tmp_path / "tensorboard").iterdir())
+  assert int(run.state["step"]) == 6
+
+
+def test_resume_follows_the_same_trajectory(data_dir, tmp_path):
+  straight = psl.train_and_evaluate(tiny_config(data_dir), str(tmp_path / "a"))
+  psl.train_and_evaluate(tiny_config(data_dir, total_steps=3), str(tmp_path / "b"))
+  resumed = psl.train_and_evaluate(tiny_config(data_dir), str(tmp_path / "b"))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+               params_of(straight), params_of(resumed))
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+  psl.train_and_evaluate(tiny_config(data_dir, total_steps=3), str(tmp_path))
+
+  def nan_loss(**kw):
+    inner = psl.make_loss(**kw)
+    return lambda p, b, r: jax.tree.map(lambda x: x * jnp.nan, inner(p, b, r))
+
+  with pytest.raises(FloatingPointError, match=r"step 4.*last good checkpoint is step 3"):
+    common.train_and_evaluate(tiny_config(data_dir), str(tmp_path), make_loss=nan_loss)
+  loaded = ckpt_lib.load_params(tmp_path)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(loaded))
+  again = psl.train_and_evaluate(tiny_config(data_dir, total_steps=3), str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, params_of(again), loaded)
+
+
+def test_cold_start_reinitialises_only_the_classifier(data_dir, tmp_path):
+  src = psl.train_and_evaluate(tiny_config(data_dir, total_steps=3), str(tmp_path / "src"))
+  # A folder dataset with a different number of classes.
+  from PIL import Image
+  root = tmp_path / "folder"
+  rng = np.random.default_rng(0)
+  for split in ("train", "val"):
+    (root / "images" / split).mkdir(parents=True)
+    (root / "labels" / split).mkdir(parents=True)
+    for i in range(4):
+      Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+          root / "images" / split / f"{i}.png")
+      Image.fromarray(rng.integers(0, 3, (64, 64), dtype=np.uint8)).save(
+          root / "labels" / split / f"{i}.png")
+  (root / "classes.txt").write_text("0 a\n1 b\n2 c\n")
+  c = tiny_config(data_dir, total_steps=1, **{"data.name": "folder", "data.root": str(root),
+                                              "init_from": str(tmp_path / "src"),
+                                              "optim.lr": 0.0})
+  dst = psl.train_and_evaluate(c, str(tmp_path / "dst"))
+  before = {optim.param_path(p): v for p, v in jax.tree_util.tree_leaves_with_path(params_of(src))}
+  for path, v in jax.tree_util.tree_leaves_with_path(params_of(dst)):
+    name = optim.param_path(path)
+    if "classifier" in name:
+      assert v.shape[-1:] == (3,) or v.shape == (3,)
+    else:
+      np.testing.assert_array_equal(v, before[name], err_msg=name)
+
+
+def test_sharded_step_matches_single_device(data_dir):
+  assert jax.device_count() == 8
+  c = tiny_config(data_dir)
+  model = models.build_model(c.model, 7)
+  apply_fn = common.make_apply_fn(model)
+  params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)), train=False)["params"]
+  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
+
+  class Info:
+    ignore_index, num_classes = 255, 7
+
+  update = common.make_update_fn(psl.make_loss(config=c, apply_fn=apply_fn, info=Info), tx, schedule)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
+           "label": rng.integers(0, 7, (8, 64, 64)).astype(np.int32)}
+  batch["label"][:, :4] = 255
+  results = []
+  for n in (1, 8):
+    mesh = parallel.make_data_mesh(n)
+    repl = parallel.replicated(mesh)
+    state = jax.device_put(common.init_train_state(params, tx=tx, rng=jax.random.key(1)), repl)
+    step = jax.jit(update, out_shardings=(repl, repl, repl))
+    state, metrics, finite = step(state, parallel.host_batch_to_global(batch, mesh))
+    assert bool(finite)
+    results.append((float(metrics["train/loss"]), jax.device_get(state["params"])))
+  assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               results[0][1], results[1][1])
