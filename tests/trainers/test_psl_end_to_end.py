@@ -26,8 +26,6 @@ def tiny_config(data_dir, **overrides):
   c.eval.crop_size = (64, 64)
   c.eval.max_examples = 2
   c.eval.panel_examples = 2
-  c.model.fpn_dim = 16
-  c.model.head_dim = 16
   c.batch_size = 8
   for k, v in overrides.items():
     node = c
