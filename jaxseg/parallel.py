@@ -8,7 +8,6 @@ a global statistic is the point of the method (SyncAN in RSS).
 from __future__ import annotations
 
 import jax
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -37,12 +36,3 @@ def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> None:
     raise ValueError(
         f"config.batch_size={global_batch} must be divisible by the number of "
         f"devices ({n}) and processes ({jax.process_count()}).")
-
-
-def host_batch_to_global(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Process-local numpy batch -> global arrays sharded over `data`."""
-  sharding = batch_sharding(mesh)
-  return {
-      k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-      for k, v in batch.items() if isinstance(v, np.ndarray) and v.dtype != object
-  }

@@ -183,8 +183,8 @@ def _embedded_source(config: Any, split: str) -> tuple[Source, DatasetInfo]:
 def _require_root(config: Any) -> str:
   root = _field(config, "root")
   if not root:
-    raise DataError(f"data config {_field(config, 'name')!r} needs a 'root' "
-                    "folder")
+    raise DataError(f"config.data.root is empty: the {_field(config, 'name')!r} "
+                    "dataset needs --config.data.root=PATH")
   return root
 
 

@@ -155,17 +155,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_data_mesh()
   repl = parallel.replicated(mesh)
 
+  def to_device(host_batch):
+    """Process-local numpy batch -> global arrays sharded over `data`."""
+    batch = data_lib.to_global_array(host_batch, parallel.batch_sharding(mesh))
+    return {k: v for k, v in batch.items() if isinstance(v, jax.Array)}
+
   # --- Input ------------------------------------------------------------------
   train_source, info = data_lib.get_source(config.data, config.data.train_split)
   val_source, _ = data_lib.get_source(config.data, config.data.val_split)
   validate_config(config, info, mesh.size)
-  train_ds = data_lib.make_train_dataset(
-      train_source, crop_size=tuple(config.data.crop_size),
-      global_batch_size=config.batch_size, seed=config.seed,
-      ignore_index=info.ignore_index, scale_range=tuple(config.data.scale_range),
-      flip=config.data.flip, photometric=config.data.photometric,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      worker_count=config.data.worker_count)
+  train_ds = data_lib.train_dataset_from_config(
+      config.data, train_source, global_batch_size=config.batch_size,
+      seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(), worker_count=config.data.worker_count)
   train_iter = iter(train_ds)
   logging.info("data: %s, %d train / %d val examples, %d classes", info.name,
                len(train_source), len(val_source), info.num_classes)
@@ -266,7 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   history: list[dict] = []
   for step in range(start + 1, config.total_steps + 1):
-    batch = parallel.host_batch_to_global(next(train_iter), mesh)
+    batch = to_device(next(train_iter))
     state, metrics, finite = update(state, batch)
     pending.append((step, metrics, finite))
     history.append(metrics)

@@ -9,6 +9,7 @@ import pytest
 from jaxseg import checkpoint as ckpt_lib
 from jaxseg import config as config_lib
 from jaxseg import models, optim, parallel
+from jaxseg.data import to_global_array
 from jaxseg.trainers import common, psl
 
 
@@ -129,7 +130,7 @@ def test_sharded_step_matches_single_device(data_dir):
     repl = parallel.replicated(mesh)
     state = jax.device_put(common.init_train_state(params, tx=tx, rng=jax.random.key(1)), repl)
     step = jax.jit(update, out_shardings=(repl, repl, repl))
-    state, metrics, finite = step(state, parallel.host_batch_to_global(batch, mesh))
+    state, metrics, finite = step(state, to_global_array(batch, parallel.batch_sharding(mesh)))
     assert bool(finite)
     results.append((float(metrics["train/loss"]), jax.device_get(state["params"])))
   assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)

@@ -1,0 +1,46 @@
+"""Config files and command-line overrides fail early and name the key."""
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from jaxseg import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_main(*flags):
+  return subprocess.run(
+      [sys.executable, "-m", "jaxseg.main", *flags], cwd=ROOT, capture_output=True,
+      text=True, timeout=120)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.optim.lrr=1", 'Did you mean "lr"'),
+    ("--config.optim.lr=fast", "could not convert string to float: 'fast'"),
+    ("--config.data.crop_size=(65,64)", "data.crop_size=(65, 64) must be divisible by 32"),
+    ("--config.trainer=nope", "config.trainer='nope' is unknown"),
+    ("--config.data.name=folder", "data.root"),
+])
+def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, flag, message):
+  proc = run_main("--config=configs/psl_embedded.py:runlocal", f"--workdir={tmp_path}", flag,
+                  f"--config.data.data_dir={tmp_path / 'tfds'}")
+  assert proc.returncode != 0
+  assert message in proc.stderr, proc.stderr[-2000:]
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_every_config_file_loads_and_runlocal_shrinks_it():
+  for path in sorted((ROOT / "configs").glob("*.py")):
+    spec = {}
+    exec(path.read_text(), spec)  # pylint: disable=exec-used
+    full, local = spec["get_config"](), spec["get_config"]("runlocal")
+    assert set(full.keys()) == set(config_lib.default_config().keys()), path
+    assert local.total_steps < full.total_steps, path
+
+
+def test_parse_arg():
+  assert config_lib.parse_arg("runlocal") == {"runlocal": "1"}
+  assert config_lib.parse_arg("variant=pixel,runlocal") == {"variant": "pixel", "runlocal": "1"}
+  assert config_lib.parse_arg(None) == {}
