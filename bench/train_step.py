@@ -37,6 +37,7 @@ from jaxseg.trainers import common, psl  # noqa: E402
 
 class _Info:
   ignore_index = 255
+  class_weights = None
 
   def __init__(self, num_classes):
     self.num_classes = num_classes

@@ -30,7 +30,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.flip = True
   c.data.photometric = True
   c.data.worker_count = 0  # grain worker processes (0 = in the main process)
+  # Cross-entropy class weights: explicit (C,) values, or computed from the train
+  # labels: "none" | "median_frequency" | "sqrt_median_frequency".
   c.data.class_weights = ml_collections.FieldReference(None, field_type=tuple)
+  c.data.class_weighting = "none"
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "sfpnext"  # key of jaxseg.models.MODELS

@@ -22,6 +22,7 @@ construction, which also validates the whole split up front.
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import dataclasses
 import os
@@ -290,7 +291,7 @@ def pair_split_list(root: pathlib.Path, split: str) -> list[FilePair]:
 # ----------------------------------------------------------------------------
 
 
-class _PairedSource:
+class _PairedSource(abc.ABC):
   """Random access to decoded (image, label) pairs, optionally cached."""
 
   def __init__(self, pairs: list[FilePair], *,
@@ -335,9 +336,9 @@ class _PairedSource:
       fields = {k: resize_nearest(v, self._resize) for k, v in fields.items()}
     return {"name": pair.name, "image": image, **fields}
 
+  @abc.abstractmethod
   def _label_fields(self, path: pathlib.Path, label: Array) -> dict[str, Array]:
     """Validates a decoded label file and returns the item's label arrays."""
-    raise NotImplementedError
 
 
 def _decode_all(decode: Callable[[int], dict], count: int,

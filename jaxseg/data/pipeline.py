@@ -52,6 +52,7 @@ class DatasetInfo:
   ignore_index: int
   name: str
   has_instances: bool = False
+  class_weights: tuple[float, ...] | None = None  # set by the trainer from the config
 
 
 # ----------------------------------------------------------------------------

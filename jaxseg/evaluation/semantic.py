@@ -80,6 +80,7 @@ def sliding_window_logits(
   padded[:h, :w] = image
   boxes = [(y, x) for y in window_starts(ph, ch, stride[0])
            for x in window_starts(pw, cw, stride[1])]
+  batch_size = min(batch_size, len(boxes))  # fixed per image size: one compile
   acc = np.zeros((ph, pw, num_classes), np.float32)
   count = np.zeros((ph, pw, 1), np.float32)
   for i in range(0, len(boxes), batch_size):

@@ -23,6 +23,7 @@ import tqdm
 
 from jaxseg import checkpoint as ckpt_lib
 from jaxseg import data as data_lib
+from jaxseg.data import statistics as data_statistics
 from jaxseg import models as models_lib
 from jaxseg import optim as optim_lib
 from jaxseg import parallel
@@ -85,6 +86,21 @@ def make_update_fn(loss_fn: LossFn, tx: optax.GradientTransformation, schedule):
   return update_fn
 
 
+CLASS_WEIGHTINGS = {"none": None, "median_frequency": 1.0, "sqrt_median_frequency": 0.5}
+
+
+def class_weights(c: ml_collections.ConfigDict, source, info) -> tuple[float, ...] | None:
+  """Explicit `data.class_weights`, or median-frequency weights of the labels."""
+  if c.data.class_weights is not None:
+    return tuple(float(w) for w in c.data.class_weights)
+  power = CLASS_WEIGHTINGS[c.data.class_weighting]
+  if power is None:
+    return None
+  w = data_statistics.median_frequency_weights(
+      source, num_classes=info.num_classes, ignore_index=info.ignore_index, power=power)
+  return tuple(float(x) for x in w)
+
+
 def validate_config(c: ml_collections.ConfigDict, info, num_devices: int) -> None:
   """Checks that need the data: fail with the culprit key before compiling."""
   if c.model.name == "sfpnext":
@@ -99,6 +115,9 @@ def validate_config(c: ml_collections.ConfigDict, info, num_devices: int) -> Non
   if c.data.class_weights is not None and len(c.data.class_weights) != info.num_classes:
     raise ValueError(f"config.data.class_weights has {len(c.data.class_weights)} "
                      f"entries; the dataset has {info.num_classes} classes.")
+  if c.data.class_weighting not in CLASS_WEIGHTINGS:
+    raise ValueError(f"config.data.class_weighting={c.data.class_weighting!r} is "
+                     f"unknown; choose from {sorted(CLASS_WEIGHTINGS)}.")
   if c.total_steps <= 0 or c.log_every <= 0:
     raise ValueError("config.total_steps and config.log_every must be positive.")
 
@@ -125,6 +144,9 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
   stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
   n = len(source) if not max_examples else min(max_examples, len(source))
   cm = np.zeros((info.num_classes, info.num_classes), np.int64)
+  # Spread the panel over the split: neighbouring video frames look alike.
+  panel_ids = set(np.linspace(0, n - 1, panel_examples).round().astype(int).tolist()
+                  if panel_examples else [])
   shown = []
   for i in tqdm.trange(n, desc=desc, leave=False, disable=jax.process_index() != 0):
     ex = source[i]
@@ -135,7 +157,7 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
     cm += np.asarray(semantic.confusion_matrix(
         pred, np.asarray(ex["label"]).astype(np.int32), num_classes=info.num_classes,
         ignore_index=info.ignore_index))
-    if len(shown) < panel_examples:
+    if i in panel_ids:
       shown.append((ex["image"], ex["label"], pred))
   panel = None
   if shown:
@@ -164,6 +186,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_source, info = data_lib.get_source(config.data, config.data.train_split)
   val_source, _ = data_lib.get_source(config.data, config.data.val_split)
   validate_config(config, info, mesh.size)
+  info = dataclasses.replace(info, class_weights=class_weights(config, train_source, info))
+  if info.class_weights is not None:
+    logging.info("class weights: %s", dict(zip(info.class_names,
+                                                 np.round(info.class_weights, 3))))
   train_ds = data_lib.train_dataset_from_config(
       config.data, train_source, global_batch_size=config.batch_size,
       seed=config.seed, process_index=jax.process_index(),

@@ -12,7 +12,8 @@ from jaxseg.trainers import common
 
 def make_loss(*, config, apply_fn, info):
   """Cross-entropy with the dataset's ignore value and optional class weights."""
-  weights = config.data.class_weights
+  del config
+  weights = info.class_weights
   weights = None if weights is None else jnp.asarray(weights, jnp.float32)
 
   def loss_fn(params, batch, rng):

@@ -117,7 +117,7 @@ def test_sharded_step_matches_single_device(data_dir):
   tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
 
   class Info:
-    ignore_index, num_classes = 255, 7
+    ignore_index, num_classes, class_weights = 255, 7, None
 
   update = common.make_update_fn(psl.make_loss(config=c, apply_fn=apply_fn, info=Info), tx, schedule)
   rng = np.random.default_rng(0)
