@@ -291,6 +291,13 @@ def pair_split_list(root: pathlib.Path, split: str) -> list[FilePair]:
 # ----------------------------------------------------------------------------
 
 
+def _split_folder_pairs(root: pathlib.Path, split: str) -> list[FilePair]:
+  """Pairs of `root/images/{split}/X.*` and `root/labels/{split}/X.png`."""
+  return pair_split_folders(
+      _require_split_dir(root / "images", split, "images"),
+      _require_split_dir(root / "labels", split, "labels"))
+
+
 class _PairedSource(abc.ABC):
   """Random access to decoded (image, label) pairs, optionally cached."""
 
@@ -389,9 +396,7 @@ class FolderSource(_PairedSource):
     self.class_names = _class_names(root, ignore_index, num_classes)
     self.num_classes = len(self.class_names)
     self.ignore_index = ignore_index
-    pairs = pair_split_folders(
-        _require_split_dir(root / "images", split, "images"),
-        _require_split_dir(root / "labels", split, "labels"))
+    pairs = _split_folder_pairs(root, split)
     super().__init__(pairs, resize=resize, cache=cache,
                      description=f"{root.name}/{split}")
 
@@ -428,9 +433,7 @@ class InstanceFolderSource(_PairedSource):
     if (root / "splits").is_dir():
       pairs = pair_split_list(root, split)
     else:
-      pairs = pair_split_folders(
-          _require_split_dir(root / "images", split, "images"),
-          _require_split_dir(root / "labels", split, "labels"))
+      pairs = _split_folder_pairs(root, split)
     super().__init__(pairs, resize=resize, cache=cache,
                      description=f"{root.name}/{split}")
 

@@ -188,8 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validate_config(config, info, mesh.size)
   info = dataclasses.replace(info, class_weights=class_weights(config, train_source, info))
   if info.class_weights is not None:
-    logging.info("class weights: %s", dict(zip(info.class_names,
-                                                 np.round(info.class_weights, 3))))
+    logging.info("class weights: %s", {n: round(w, 3) for n, w in
+                                        zip(info.class_names, info.class_weights)})
   train_ds = data_lib.train_dataset_from_config(
       config.data, train_source, global_batch_size=config.batch_size,
       seed=config.seed, process_index=jax.process_index(),
