@@ -6,10 +6,14 @@ download. A picture is a background of two or three "stuff" regions separated
 by wavy, roughly horizontal boundaries, with two to six "thing" shapes on top
 that may occlude each other.
 
-Colour carries no class information: every region and every shape gets a
-random colour. Stuff classes differ by texture (smooth clouds, vertical blades,
+Colour is a weak, overlapping cue, as in real scenes: each class has a
+prototype colour and every region or shape gets that colour plus a large
+random offset (`_COLOUR_SPREAD`), so neighbouring classes overlap in colour.
+Stuff classes also differ by texture (smooth clouds, vertical blades,
 horizontal ripples) and thing classes by outline; thing textures are drawn
-from a pool shared by all thing classes. A shape is only kept if every shape
+from a pool shared by all thing classes. (Version 1.0.0 had fully random
+colours; a small network trained from scratch learned nothing from it in the
+quick-start budget.) A shape is only kept if every shape
 already placed stays at least `_MIN_VISIBLE_FRACTION` visible, so no instance
 is (nearly) fully occluded.
 
@@ -135,16 +139,30 @@ def _thing_texture(rng: np.random.Generator, shape: tuple[int, int],
   return (0.8 * pattern + 0.2 * _fine_noise(rng, shape)).astype(np.float32)
 
 
-def _paint_parameters(rng: np.random.Generator) -> tuple[Array, Array]:
-  """A random base colour and per-channel texture amplitudes."""
-  colour = rng.uniform(40, 215, size=3).astype(np.float32)
+_CLASS_COLOURS = np.array([
+    (150, 185, 225),  # sky
+    (85, 145, 70),  # grass
+    (50, 100, 160),  # water
+    (200, 80, 70),  # circle
+    (210, 180, 60),  # rectangle
+    (150, 90, 170),  # triangle
+    (230, 140, 40),  # star
+], np.float32)
+_COLOUR_SPREAD = 45.0
+
+
+def _paint_parameters(rng: np.random.Generator,
+                      cls: int) -> tuple[Array, Array]:
+  """A base colour near the class prototype and per-channel amplitudes."""
+  colour = np.clip(_CLASS_COLOURS[cls] + rng.uniform(
+      -_COLOUR_SPREAD, _COLOUR_SPREAD, size=3), 30, 225).astype(np.float32)
   amplitude = rng.uniform(18, 34) * rng.uniform(0.7, 1.0, size=3)
   return colour, amplitude.astype(np.float32)
 
 
-def _paint(rng: np.random.Generator, texture: Array) -> Array:
-  """Turns a unit-scale texture field into RGB around a random colour."""
-  colour, amplitude = _paint_parameters(rng)
+def _paint(rng: np.random.Generator, texture: Array, cls: int) -> Array:
+  """Turns a unit-scale texture field into RGB around the class's colour."""
+  colour, amplitude = _paint_parameters(rng, cls)
   return texture[..., None] * amplitude + colour
 
 
@@ -177,7 +195,7 @@ def _stuff_background(rng: np.random.Generator, yy: Array,
     if mask.any():
       field = _STUFF_TEXTURES[int(cls)](rng, (h, w), yy, xx)
       texture = np.where(mask, field, texture)
-      colours[r], amplitudes[r] = _paint_parameters(rng)
+      colours[r], amplitudes[r] = _paint_parameters(rng, int(cls))
   image = (texture[..., None] * np.take(amplitudes, region, axis=0) +
            np.take(colours, region, axis=0))
   return image, label
@@ -268,7 +286,7 @@ def _place_things(rng: np.random.Generator, image: Array, label: Array,
     texture = _thing_texture(rng, mask.shape, by, bx)
     shading = ((bx - bx[mask].mean()) * rng.uniform(-1, 1) +
                (by - by[mask].mean()) * rng.uniform(-1, 1)) / np.sqrt(area)
-    colours = _paint(rng, texture) + 25 * shading[..., None]
+    colours = _paint(rng, texture, int(cls)) + 25 * shading[..., None]
     image[box] = np.where(mask[..., None], colours, image[box])
     label[box] = np.where(mask, np.uint8(cls), label[box])
     areas.append(area)
@@ -340,8 +358,9 @@ def shapes_config(image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
 class JaxsegShapes(tfds.core.GeneratorBasedBuilder):
   """TFDS builder for jaxseg_shapes (see the module docstring)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Class prototype colours with a large random spread."}
   BUILDER_CONFIGS = [shapes_config()]
 
   @tfds.core.utils.classproperty
