@@ -23,17 +23,18 @@ import pytest  # noqa: E402
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture
-def camvid_root():
-  root = SHARED_DATA / "camvid"
+def _shared_dataset(name: str) -> pathlib.Path:
+  root = SHARED_DATA / name
   if not root.is_dir():
     pytest.skip(f"real data not found at {root}")
   return root
+
+
+@pytest.fixture
+def camvid_root():
+  return _shared_dataset("camvid")
 
 
 @pytest.fixture
 def cvppp_root():
-  root = SHARED_DATA / "cvppp_a1"
-  if not root.is_dir():
-    pytest.skip(f"real data not found at {root}")
-  return root
+  return _shared_dataset("cvppp_a1")

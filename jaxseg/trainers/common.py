@@ -101,7 +101,7 @@ def class_weights(c: ml_collections.ConfigDict, source, info) -> tuple[float, ..
   return tuple(float(x) for x in w)
 
 
-def validate_config(c: ml_collections.ConfigDict, info, num_devices: int) -> None:
+def validate_config(c: ml_collections.ConfigDict, info, mesh) -> None:
   """Checks that need the data: fail with the culprit key before compiling."""
   if c.model.name == "sfpnext":
     for name, size in (("data.crop_size", c.data.crop_size),
@@ -109,9 +109,7 @@ def validate_config(c: ml_collections.ConfigDict, info, num_devices: int) -> Non
       if any(s % 32 for s in size):
         raise ValueError(f"config.{name}={tuple(size)} must be divisible by 32 "
                          "(the backbone's output stride).")
-  if c.batch_size % num_devices or c.batch_size % jax.process_count():
-    raise ValueError(f"config.batch_size={c.batch_size} must be divisible by the "
-                     f"device count ({num_devices}) and process count.")
+  parallel.check_batch_size(c.batch_size, mesh)
   if c.data.class_weights is not None and len(c.data.class_weights) != info.num_classes:
     raise ValueError(f"config.data.class_weights has {len(c.data.class_weights)} "
                      f"entries; the dataset has {info.num_classes} classes.")
@@ -185,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Input ------------------------------------------------------------------
   train_source, info = data_lib.get_source(config.data, config.data.train_split)
   val_source, _ = data_lib.get_source(config.data, config.data.val_split)
-  validate_config(config, info, mesh.size)
+  validate_config(config, info, mesh)
   info = dataclasses.replace(info, class_weights=class_weights(config, train_source, info))
   if info.class_weights is not None:
     logging.info("class weights: %s", {n: round(w, 3) for n, w in
