@@ -1,0 +1,36 @@
+"""Jittable reward functions, usable alone from any JAX code:
+
+    from jaxseg import rewards
+    r = jax.vmap(functools.partial(rewards.image_miou, num_classes=21))(maps, labels)
+
+No flax, optax or config imports live under this package.
+"""
+from jaxseg.rewards.semantic import (
+    ScoreFn,
+    action_log_probs,
+    downsample_labels,
+    downsample_logits,
+    entropy,
+    host_score,
+    image_miou,
+    normalize_advantages,
+    pairwise_spatial_difference,
+    pixel_correctness,
+    sample_actions,
+    sample_scores,
+)
+
+__all__ = [
+    "ScoreFn",
+    "action_log_probs",
+    "downsample_labels",
+    "downsample_logits",
+    "entropy",
+    "host_score",
+    "image_miou",
+    "normalize_advantages",
+    "pairwise_spatial_difference",
+    "pixel_correctness",
+    "sample_actions",
+    "sample_scores",
+]
