@@ -67,6 +67,25 @@ def default_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.init_from = ""  # checkpoint dir of another run (cold start)
 
+  # RSS, trainer "rss" (SPEC §1; jaxseg/trainers/rss.py).
+  c.rss = ml_collections.ConfigDict()
+  c.rss.level = "image"  # pixel | image
+  c.rss.num_samples = 4  # N action maps (image) or actions per pixel (pixel)
+  c.rss.sync_an = True  # advantage statistics over the global batch
+  c.rss.nosync_groups = 0  # sync_an=False: shards normalising alone (0 = devices)
+  c.rss.pixel_group = "global"  # pixel level: global | per_pixel
+  c.rss.image_group = "image"  # image level without PSD: image | global
+  c.rss.score = "miou"  # key of jaxseg.trainers.rss.SCORES
+  # PSR: fractions of the label map, e.g. (1/16, 1/8, 1/4, 1); (1.0,) = naive.
+  c.rss.psr_scales = ml_collections.FieldReference((1.0,), field_type=tuple)
+  c.rss.psr_weights = ml_collections.FieldReference((), field_type=tuple)  # () = 1 each
+  c.rss.psr_schedule = "all"  # all | coarse_to_fine
+  c.rss.psr_unlock_fraction = 0.5  # coarse_to_fine: every scale on by this fraction
+  c.rss.psd = False  # pair-wise spatial difference advantages
+  c.rss.psd_std_normalize = False  # divide PSD advantages by their std
+  c.rss.entropy_coef = 0.0  # entropy bonus
+  c.rss.compare_psl = False  # also train PSL on the same budget and compare
+
   c.eval = ml_collections.ConfigDict()
   c.eval.crop_size = ml_collections.FieldReference(None, field_type=tuple)  # None = data.crop_size
   c.eval.stride_fraction = 2 / 3  # sliding window stride as a fraction of the crop

@@ -2,10 +2,11 @@
 
 `TRAINERS` maps `config.trainer` to `train_and_evaluate(config, workdir)`.
 """
-from jaxseg.trainers import psl
+from jaxseg.trainers import psl, rss
 
 TRAINERS = {
     "psl": psl.train_and_evaluate,
+    "rss": rss.train_and_evaluate,
 }
 
 

@@ -2,8 +2,8 @@
 
 mesh → input → model → optimizer → train state → checkpoint / resume / cold
 start → compiled update → evaluation → loop. A method (PSL, RSS, ...) supplies
-only its loss: `loss_fn(params, batch, rng) -> (loss, metrics)`, built by a
-`make_loss(config, apply_fn, info)` factory and bound before `jit`.
+only its loss: `loss_fn(params, batch, rng, step) -> (loss, metrics)`, built by
+a `make_loss(config=, apply_fn=, info=, mesh=)` factory and bound before `jit`.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from jaxseg.trainers import writer as writer_lib
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
-LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict]]
+LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, jax.Array],
+                  tuple[jax.Array, dict]]
 MakeLoss = Callable[..., LossFn]
 
 
@@ -64,13 +65,14 @@ def make_update_fn(loss_fn: LossFn, tx: optax.GradientTransformation, schedule):
   """One optimisation step: (state, batch) -> (state, metrics, finite).
 
   The per-step RNG is `fold_in(state.rng, state.step)`, so a resumed run draws
-  the same randomness as an uninterrupted one.
+  the same randomness as an uninterrupted one. The loss also gets the step (for
+  schedules inside the loss, e.g. RSS's coarse-to-fine scales).
   """
 
   def update_fn(state, batch):
     step_rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, step_rng)
+        state["params"], batch, step_rng, state["step"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -241,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   del params
 
   # --- Compiled update ----------------------------------------------------------
-  loss_fn = make_loss(config=config, apply_fn=apply_fn, info=info)
+  loss_fn = make_loss(config=config, apply_fn=apply_fn, info=info, mesh=mesh)
 
   update_fn = make_update_fn(loss_fn, tx, schedule)
   update = jax.jit(update_fn, donate_argnums=0, out_shardings=(repl, repl, repl))

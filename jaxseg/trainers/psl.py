@@ -10,13 +10,14 @@ from jaxseg import losses
 from jaxseg.trainers import common
 
 
-def make_loss(*, config, apply_fn, info):
+def make_loss(*, config, apply_fn, info, mesh=None):
   """Cross-entropy with the dataset's ignore value and optional class weights."""
-  del config
+  del config, mesh
   weights = info.class_weights
   weights = None if weights is None else jnp.asarray(weights, jnp.float32)
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, rng, step):
+    del step
     logits = apply_fn(params, batch["image"], train=True, rng=rng)
     loss, num_valid = losses.softmax_cross_entropy(
         logits, batch["label"], ignore_index=info.ignore_index, class_weights=weights)

@@ -7,41 +7,16 @@ import numpy as np
 import pytest
 
 from jaxseg import checkpoint as ckpt_lib
-from jaxseg import config as config_lib
 from jaxseg import models, optim, parallel
 from jaxseg.data import to_global_array
 from jaxseg.trainers import common, psl
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-def tiny_config(data_dir, **overrides):
-  c = config_lib.runlocal(config_lib.default_config())
-  c.data.name = "embedded"
-  c.data.data_dir = data_dir
-  c.data.crop_size = (64, 64)
-  c.data.scale_range = (0.75, 1.25)
-  c.eval.crop_size = (64, 64)
-  c.eval.max_examples = 2
-  c.eval.panel_examples = 2
-  c.batch_size = 8
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
-  return c
 
 
 def params_of(run):
   return jax.device_get(run.state["params"])
 
 
-def test_train_checkpoint_eval_outputs(data_dir, tmp_path):
+def test_train_checkpoint_eval_outputs(data_dir, tiny_config, tmp_path):
   run = psl.train_and_evaluate(tiny_config(data_dir), str(tmp_path))
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in records if "train/loss" in r]
@@ -57,7 +32,7 @@ def test_train_checkpoint_eval_outputs(data_dir, tmp_path):
   assert int(run.state["step"]) == 6
 
 
-def test_resume_follows_the_same_trajectory(data_dir, tmp_path):
+def test_resume_follows_the_same_trajectory(data_dir, tiny_config, tmp_path):
   straight = psl.train_and_evaluate(tiny_config(data_dir), str(tmp_path / "a"))
   psl.train_and_evaluate(tiny_config(data_dir, total_steps=3), str(tmp_path / "b"))
   resumed = psl.train_and_evaluate(tiny_config(data_dir), str(tmp_path / "b"))
@@ -65,12 +40,12 @@ def test_resume_follows_the_same_trajectory(data_dir, tmp_path):
                params_of(straight), params_of(resumed))
 
 
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tiny_config, tmp_path):
   psl.train_and_evaluate(tiny_config(data_dir, total_steps=3), str(tmp_path))
 
   def nan_loss(**kw):
     inner = psl.make_loss(**kw)
-    return lambda p, b, r: jax.tree.map(lambda x: x * jnp.nan, inner(p, b, r))
+    return lambda p, b, r, s: jax.tree.map(lambda x: x * jnp.nan, inner(p, b, r, s))
 
   with pytest.raises(FloatingPointError, match=r"step 4.*last good checkpoint is step 3"):
     common.train_and_evaluate(tiny_config(data_dir), str(tmp_path), make_loss=nan_loss)
@@ -80,7 +55,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path
   jax.tree.map(np.testing.assert_array_equal, params_of(again), loaded)
 
 
-def test_cold_start_reinitialises_only_the_classifier(data_dir, tmp_path):
+def test_cold_start_reinitialises_only_the_classifier(data_dir, tiny_config, tmp_path):
   src = psl.train_and_evaluate(tiny_config(data_dir, total_steps=3), str(tmp_path / "src"))
   # A folder dataset with a different number of classes.
   from PIL import Image
@@ -108,7 +83,7 @@ def test_cold_start_reinitialises_only_the_classifier(data_dir, tmp_path):
       np.testing.assert_array_equal(v, before[name], err_msg=name)
 
 
-def test_sharded_step_matches_single_device(data_dir):
+def test_sharded_step_matches_single_device(data_dir, tiny_config):
   assert jax.device_count() == 8
   c = tiny_config(data_dir)
   model = models.build_model(c.model, 7)

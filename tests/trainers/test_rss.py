@@ -1,0 +1,181 @@
+"""RSS losses: they learn, match their formulas, shard, validate; the trainer runs."""
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxseg import models, optim, parallel, rewards
+from jaxseg.data import to_global_array
+from jaxseg.trainers import common, rss
+
+IGNORE = 255
+
+
+def _label_map(seed=0, shape=(2, 16, 16), num_classes=4):
+  """Blocky labels (so coarse PSR scales see the same classes) with ignore."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(0, num_classes, size=(shape[0], shape[1] // 4, shape[2] // 4))
+  y = np.repeat(np.repeat(coarse, 4, 1), 4, 2)
+  y[:, :2, :3] = IGNORE
+  return jnp.asarray(y, jnp.int32)
+
+
+def _fit(loss_of_logits, labels, num_classes, steps=150, lr=0.1):
+  """Trains free logits (the 'model') with Adam; returns final argmax accuracy."""
+  logits = jnp.zeros((*labels.shape, num_classes))
+  tx = optax.adam(lr)
+  opt = tx.init(logits)
+
+  @jax.jit
+  def step(logits, opt, rng):
+    grads = jax.grad(loss_of_logits)(logits, labels, rng)
+    updates, opt = tx.update(grads, opt)
+    return optax.apply_updates(logits, updates), opt
+
+  for i in range(steps):
+    logits, opt = step(logits, opt, jax.random.key(i))
+  valid = labels != IGNORE
+  return float(jnp.sum((logits.argmax(-1) == labels) & valid) / jnp.sum(valid))
+
+
+@pytest.mark.parametrize("kind", ["pixel", "naive", "psr_psd", "psr_multi"])
+def test_policy_gradients_learn_the_labels(kind):
+  """Free per-pixel logits trained by each RSS loss reach the labels (chance = 1/4)."""
+  labels, c = _label_map(), 4
+  score = functools.partial(rewards.image_miou, num_classes=c, ignore_index=IGNORE)
+
+  def loss(logits, labels, rng):
+    if kind == "pixel":
+      return rss.pixel_level_loss(logits, labels, rng, num_samples=4, ignore_index=IGNORE)[0]
+    factors = {"naive": [1], "psr_psd": [4], "psr_multi": [4, 2, 1]}[kind]
+    total = 0.0
+    for f, key in zip(factors, jax.random.split(rng, len(factors))):
+      total += rss.image_level_loss(logits, labels, key, factor=f, num_samples=8,
+                                    score_fn=score, num_classes=c, ignore_index=IGNORE,
+                                    psd=kind != "naive")[0]
+    return total
+
+  acc = _fit(loss, labels, c, steps=300 if kind == "naive" else 150)
+  assert acc > 0.9, (kind, acc)
+
+
+def test_pixel_loss_matches_its_formula():
+  """-Σ A·log π(a) / (N·#valid) with A normalised over all valid (pixel, sample)
+  rewards, recomputed here in numpy from the same samples."""
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(2, 4, 8, 3)), jnp.float32)
+  labels = _label_map(shape=(2, 4, 8), num_classes=3).at[:, :1, :1].set(IGNORE)
+  key = jax.random.key(3)
+  loss, metrics = rss.pixel_level_loss(logits, labels, key, num_samples=4, ignore_index=IGNORE)
+  a = np.moveaxis(np.asarray(rewards.sample_actions(key, logits, 4)), 0, 1)  # (B, N, H, W)
+  y = np.asarray(labels)[:, None]
+  valid = np.broadcast_to(y != IGNORE, a.shape)
+  r = (a == y) & valid
+  adv = (r - r[valid].mean()) / (r[valid].std() + 1e-6)
+  logp = np.asarray(jax.nn.log_softmax(logits))
+  lp = np.take_along_axis(np.broadcast_to(logp[:, None], (*a.shape, 3)), a[..., None], -1)[..., 0]
+  want = -(adv * lp * valid).sum() / (4 * (np.asarray(labels) != IGNORE).sum())
+  np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+  np.testing.assert_allclose(float(metrics["train/reward"]), r[valid].mean(), rtol=1e-5)
+
+
+def test_nosync_normalises_each_shard_alone():
+  rng = np.random.default_rng(0)
+  r = jnp.asarray(rng.random((4, 3, 5)) * np.arange(1, 5)[:, None, None], jnp.float32)
+  where = jnp.ones(r.shape, bool)
+  got = rss._sharded_normalize(r, where, groups=2, axis=None)
+  for g in range(2):
+    np.testing.assert_allclose(got[2 * g:2 * g + 2],
+                               rewards.normalize_advantages(r[2 * g:2 * g + 2]), atol=1e-5)
+  np.testing.assert_allclose(rss._sharded_normalize(r, where, groups=1, axis=None),
+                             rewards.normalize_advantages(r), atol=1e-6)
+
+
+def test_coarse_to_fine_unlocks_coarsest_first(tiny_config, data_dir):
+  c = tiny_config(data_dir, **{"rss.psr_schedule": "coarse_to_fine",
+                               "rss.psr_scales": (1.0, 0.25, 0.5),
+                               "rss.psr_weights": (1.0, 2.0, 3.0)}).rss
+  w = lambda step: np.asarray(rss.scale_weights(c, [1, 4, 2], step, 60))
+  # 3 scales unlock over the first half (30 steps): every 10 steps.
+  np.testing.assert_array_equal(w(0), [0, 2, 0])
+  np.testing.assert_array_equal(w(10), [0, 2, 3])
+  np.testing.assert_array_equal(w(25), [1, 2, 3])
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"rss.psr_scales": (0.3,)}, "1/k"),
+    ({"rss.psr_scales": (1 / 128,)}, "must divide"),
+    ({"rss.num_samples": 1}, "N >= 2"),
+    ({"rss.level": "pixels"}, "rss.level"),
+    ({"rss.score": "dice"}, "rss.score"),
+    ({"rss.psr_weights": (1.0, 2.0)}, "psr_weights"),
+    ({"rss.sync_an": False, "rss.nosync_groups": 3}, "SyncAN-off shards"),
+])
+def test_bad_rss_config_names_the_key(tiny_config, data_dir, override, match):
+  c = tiny_config(data_dir, trainer="rss", **override)
+
+  class Info:
+    num_classes, ignore_index = 7, 255
+
+  with pytest.raises(ValueError, match=match):
+    rss.make_loss(config=c, apply_fn=None, info=Info)
+
+
+@pytest.mark.parametrize("level", ["pixel", "image"])
+def test_sharded_rss_step_matches_single_device(tiny_config, data_dir, level):
+  """The whole step (sampling, SyncAN, PSD, update) on 8 devices == on 1."""
+  c = tiny_config(data_dir, trainer="rss", **{
+      "rss.level": level, "rss.psd": True, "rss.psr_scales": (0.25, 1.0)})
+  model = models.build_model(c.model, 7)
+  apply_fn = common.make_apply_fn(model)
+  params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)),
+                      train=False)["params"]
+  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
+
+  class Info:
+    ignore_index, num_classes, class_weights = 255, 7, None
+
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
+           "label": rng.integers(0, 7, (8, 64, 64)).astype(np.int32)}
+  batch["label"][:, :4] = 255
+  results = []
+  for n in (1, 8):
+    mesh = parallel.make_data_mesh(n)
+    repl = parallel.replicated(mesh)
+    loss_fn = rss.make_loss(config=c, apply_fn=apply_fn, info=Info, mesh=mesh)
+    update = jax.jit(common.make_update_fn(loss_fn, tx, schedule),
+                     out_shardings=(repl, repl, repl))
+    state = jax.device_put(common.init_train_state(params, tx=tx, rng=jax.random.key(1)), repl)
+    state, metrics, finite = update(state, to_global_array(batch, parallel.batch_sharding(mesh)))
+    assert bool(finite)
+    results.append((jax.device_get(metrics), jax.device_get(state["params"])))
+  for k in results[0][0]:
+    # Same samples and rewards; only float summation order differs (the loss is
+    # a near-cancelling sum of mean-zero advantages, hence the absolute tolerance).
+    np.testing.assert_allclose(results[0][0][k], results[1][0][k], rtol=1e-3, atol=1e-4,
+                               err_msg=k)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
+               results[0][1], results[1][1])
+
+
+def test_rss_trainer_logs_reward_statistics_and_compares_with_psl(
+    tiny_config, data_dir, tmp_path):
+  c = tiny_config(data_dir, trainer="rss", **{
+      "rss.psd": True, "rss.psr_scales": (0.25, 1.0), "rss.compare_psl": True})
+  run = rss.train_and_evaluate(c, str(tmp_path))
+  records = [json.loads(l) for l in (tmp_path / "rss" / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in records if "train/loss" in r][-1]
+  for key in ("train/reward_s4", "train/reward_s1", "train/adv_std_s4", "train/entropy",
+              "train/psd_nonzero_s1", "train/pg_loss_s4"):
+    assert np.isfinite(train[key]), key
+  assert 0 < train["train/psd_nonzero_s1"] <= 1
+  assert int(run.state["step"]) == c.total_steps
+  table = (tmp_path / "comparison.md").read_text()
+  assert "| psl |" in table and "| rss |" in table
+  assert (tmp_path / "comparison.png").exists()
+  assert (tmp_path / "psl" / "metrics.jsonl").exists()
