@@ -5,52 +5,26 @@
 
 VARIANT (after the colon, default `psr_multi_psd`; add `,runlocal` for a smoke run):
   psl             supervised baseline, same model, data and budget
-  pixel           pixel-level reward, SyncAN            (Tab. 1)
+  pixel           pixel-level reward, SyncAN                      (Tab. 1)
   pixel_nosync    pixel-level reward, per-shard advantage normalisation
-  naive           image-level reward on full-resolution action maps (Tab. 2)
+  naive           image-level reward, full-resolution action maps (Tab. 2)
   psr_single      image-level, one PSR scale (1/8)
   psr_single_psd  + pair-wise spatial difference
   psr_multi       image-level, PSR scales 1/16, 1/8, 1/4, 1
   psr_multi_psd   + PSD
-Options: `lr_factor=F` (Tab. 3: the classifier's learning-rate factor),
+Options: `lr_factor=F` (Tab. 3: the classifier's learning-rate factor) and
 `cold=DIR` (cold start from another run's checkpoint, e.g. PSL on the embedded
-dataset). As in the foundation, `--config.data.root=PATH` (and
-`--config.data.ignore_index=N`) trains the same variant on any folder dataset.
+dataset: Tab. 1-3's cold-start rows). As in the foundation,
+`--config.data.root=PATH` (and `--config.data.ignore_index=N`) trains the same
+variant on any folder dataset.
 """
 from jaxseg import config as config_lib
-
-VARIANTS = ("psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_single_psd",
-            "psr_multi", "psr_multi_psd")
-
-
-def apply_variant(c, variant: str):
-  """Sets the RSS fields of one ablation row (shared with rss_pascal.py)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown RSS variant {variant!r}; choose from {VARIANTS}.")
-  if variant == "psl":
-    c.trainer = "psl"
-    return c
-  c.trainer = "rss"
-  if variant.startswith("pixel"):
-    c.rss.level = "pixel"
-    c.rss.sync_an = variant == "pixel"
-    return c
-  c.rss.level = "image"
-  c.rss.psr_scales = {"naive": (1.0,), "psr_single": (1 / 8,), "psr_single_psd": (1 / 8,),
-                      "psr_multi": (1 / 16, 1 / 8, 1 / 4, 1.0),
-                      "psr_multi_psd": (1 / 16, 1 / 8, 1 / 4, 1.0)}[variant]
-  c.rss.psd = variant.endswith("_psd")
-  return c
+from jaxseg.trainers import rss
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg)
-  variants = [a for a in args if a in VARIANTS]
-  unknown = [a for a in args if a not in VARIANTS and a not in ("runlocal", "lr_factor", "cold")]
-  if unknown or len(variants) > 1:
-    raise ValueError(f"configs/rss_camvid.py: unknown or repeated argument(s) "
-                     f"{unknown or variants}; use VARIANT[,runlocal][,lr_factor=F][,cold=DIR] "
-                     f"with VARIANT one of {VARIANTS}.")
+  variant, args = config_lib.parse_variant(
+      arg, rss.VARIANTS, default="psr_multi_psd", options=("runlocal", "lr_factor", "cold"))
   c = config_lib.default_config()
   # Data, model and optimiser: configs/psl_camvid.py's, measured there.
   c.data.name = "folder"
@@ -74,9 +48,9 @@ def get_config(arg=None):
   c.eval.crop_size = (128, 160)
   c.rss.num_samples = 4
   # SyncAN off on one CPU device would change nothing: split the batch of 8
-  # into 4 shards of 2 images, as the paper's 8 GPUs × 2 images.
+  # into 4 shards of 2 images, as the paper's 8 GPUs x 2 images.
   c.rss.nosync_groups = 4
-  c = apply_variant(c, variants[0] if variants else "psr_multi_psd")
+  rss.apply_variant(c, variant)
   if "lr_factor" in args:
     c.optim.last_layer_lr_factor = float(args["lr_factor"])
   if "cold" in args:

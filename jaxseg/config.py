@@ -118,3 +118,20 @@ def parse_arg(arg: str | None) -> dict[str, str]:
     key, _, value = part.partition("=")
     out[key.strip()] = value.strip() or "1"
   return out
+
+
+def parse_variant(arg: str | None, variants, *, default: str,
+                  options=("runlocal",)) -> tuple[str, dict[str, str]]:
+  """`--config=file.py:VARIANT[,opt][,opt=v]` -> (variant, {opt: v}).
+
+  Exactly one of `variants` (or `default` when none is given); every other
+  entry must be in `options`, so a typo fails while the flags are parsed.
+  """
+  args = parse_arg(arg)
+  chosen = [a for a in args if a in variants]
+  unknown = [a for a in args if a not in variants and a not in options]
+  if unknown or len(chosen) > 1:
+    raise ValueError(
+        f"config argument(s) {unknown or chosen} not understood: use VARIANT"
+        f"{''.join(f'[,{o}]' for o in options)} with VARIANT one of {tuple(variants)}.")
+  return (chosen[0] if chosen else default), args

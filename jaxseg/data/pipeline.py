@@ -225,6 +225,23 @@ _BUILDERS = {
     "instance_folder": _instance_folder_source,
 }
 
+# Datasets the paper-scale configs name, with no loader of their own yet: what
+# they are, so a run fails saying what to provide instead of a bare KeyError.
+PLANNED_DATASETS = {
+    "pascal_context": "Pascal Context 59 (4,998 train / 5,105 val images; 59 classes, "
+                      "ids 0-58, 255 = ignore, as mmsegmentation's converter writes them)",
+}
+
+
+def _planned_error(name: str) -> DataError:
+  return DataError(
+      f"dataset {name!r} has no loader in jaxseg yet. The config expects "
+      f"{PLANNED_DATASETS[name]}. To train on your copy now, lay it out as a folder "
+      "dataset -- ROOT/images/{train,val}/NAME.jpg, ROOT/labels/{train,val}/NAME.png "
+      "(class ids per pixel), ROOT/classes.txt (one 'ID NAME' per line) -- and add "
+      "--config.data.name=folder --config.data.root=ROOT "
+      "[--config.data.ignore_index=255].")
+
 
 def get_source(data_config: Any, split: str) -> tuple[Source, DatasetInfo]:
   """Builds the source for `split` named by `data_config.name`.
@@ -239,6 +256,8 @@ def get_source(data_config: Any, split: str) -> tuple[Source, DatasetInfo]:
     (source, info).
   """
   name = _field(data_config, "name")
+  if name in PLANNED_DATASETS:
+    raise _planned_error(name)
   if name not in _BUILDERS:
     raise DataError(f"unknown dataset {name!r}; choose one of "
                     f"{', '.join(DATASET_NAMES)}")

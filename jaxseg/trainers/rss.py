@@ -35,6 +35,29 @@ IMAGE_GROUPS = ("image", "global")
 SCHEDULES = ("all", "coarse_to_fine")
 
 
+# The ablation rows of the paper's Tables 1 and 2 (configs/rss_*.py:VARIANT).
+VARIANTS = ("psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_single_psd",
+            "psr_multi", "psr_multi_psd")
+PSR_SINGLE = (1 / 8,)
+PSR_MULTI = (1 / 16, 1 / 8, 1 / 4, 1.0)
+
+
+def apply_variant(c, variant: str):
+  """Sets `c.trainer` and the `c.rss` fields of one ablation row, in place."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown RSS variant {variant!r}; choose from {VARIANTS}.")
+  c.trainer = "psl" if variant == "psl" else "rss"
+  if variant.startswith("pixel"):
+    c.rss.level = "pixel"
+    c.rss.sync_an = variant == "pixel"
+  elif variant != "psl":
+    c.rss.level = "image"
+    c.rss.psr_scales = {"naive": (1.0,), "psr_single": PSR_SINGLE,
+                        "psr_multi": PSR_MULTI}[variant.removesuffix("_psd")]
+    c.rss.psd = variant.endswith("_psd")
+  return c
+
+
 def _accuracy_score(actions, labels, *, num_classes, ignore_index):
   del num_classes
   r, valid = rewards.pixel_correctness(actions, labels, ignore_index=ignore_index)

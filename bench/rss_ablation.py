@@ -1,0 +1,230 @@
+"""Benchmark: the RSS paper's ablation (Tables 1-3) on real CamVid at CPU scale.
+
+    python bench/rss_ablation.py --out /tmp/rss_ablation [--steps 1000] \
+        [--rows psl,pixel,...] [--seeds 1] [--key-seeds 3] [--resize 192,256]
+
+Trains every row of ROWS (configs/rss_camvid.py variants plus the extra rows
+below) for the same number of steps, then writes into --out:
+  results.md      variant, steps, wall time, val mIoU (mean ± std over seeds),
+                  ratio to PSL
+  results.json    the same, machine-readable, with per-seed numbers
+  miou_curves.png val mIoU over training, one line per row (seed 0)
+  psr_panel.png   for one val image: sampled action maps at two PSR scales and
+                  the PSD advantage map (from the trained psr_multi_psd model)
+Runs already finished under --out are reused, so the script can be re-run to
+add rows or seeds. KEY_ROWS get --key-seeds seeds, the others --seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jaxseg import checkpoint as ckpt_lib  # noqa: E402
+from jaxseg import data as data_lib  # noqa: E402
+from jaxseg import models, plots, rewards, trainers  # noqa: E402
+from jaxseg.trainers import common  # noqa: E402
+from jaxseg.trainers import writer as writer_lib  # noqa: E402
+
+# name -> (configs/rss_camvid.py argument, {dotted config key: value}).
+ROWS = {
+    "psl": ("psl", {}),
+    "pixel": ("pixel", {}),
+    "pixel_nosync": ("pixel_nosync", {}),
+    "naive": ("naive", {}),
+    "psr_single": ("psr_single", {}),
+    "psr_single_psd": ("psr_single_psd", {}),
+    "psr_multi": ("psr_multi", {}),
+    "psr_multi_psd": ("psr_multi_psd", {}),
+    # Making multi-scale work: per-scale std normalisation of PSD advantages,
+    # and the coarse-to-fine schedule.
+    "psr_multi_psd_std": ("psr_multi_psd", {"rss.psd_std_normalize": True}),
+    "psr_multi_psd_c2f": ("psr_multi_psd", {"rss.psr_schedule": "coarse_to_fine"}),
+    # Tab. 3: last-layer learning-rate factor (best image-level row).
+    **{f"lr{f}": ("psr_single_psd,lr_factor=" + str(f), {}) for f in (1, 4, 40, 400)},
+    # Cold start from PSL on the embedded dataset (trained first, see --cold-steps).
+    "cold_psr_single_psd": ("psr_single_psd,cold=COLD", {}),
+}
+DEFAULT_ROWS = ["psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_single_psd",
+                "psr_multi", "psr_multi_psd"]
+KEY_ROWS = ("psl", "pixel", "psr_single_psd")
+
+
+def load_config(arg: str):
+  spec = {}
+  exec((ROOT / "configs/rss_camvid.py").read_text(), spec)  # pylint: disable=exec-used
+  return spec["get_config"](arg)
+
+
+def set_key(c, dotted: str, value):
+  node = c
+  *path, leaf = dotted.split(".")
+  for p in path:
+    node = node[p]
+  node[leaf] = value
+
+
+def cold_start_checkpoint(out: pathlib.Path, steps: int) -> pathlib.Path:
+  """PSL on the embedded dataset with the CamVid rows' model: the cold start."""
+  spec = {}
+  exec((ROOT / "configs/psl_embedded.py").read_text(), spec)  # pylint: disable=exec-used
+  c = spec["get_config"]()
+  c.total_steps = steps
+  c.eval_every = c.checkpoint_every = steps
+  workdir = out / "cold_source_psl_embedded"
+  trainers.get_trainer("psl")(c, str(workdir))
+  return workdir
+
+
+def run_row(name: str, seed: int, args, cold: pathlib.Path | None) -> dict:
+  arg, overrides = ROWS[name]
+  c = load_config(arg.replace("COLD", str(cold)))
+  c.data.root = args.root
+  c.seed = seed
+  c.total_steps = args.steps
+  c.eval_every = max(args.steps // args.evals, 1)
+  c.checkpoint_every = args.steps
+  c.keep_checkpoints = 1
+  if args.resize:
+    c.data.resize = args.resize
+    c.data.crop_size = tuple(s * 4 // 5 // 32 * 32 for s in args.resize)
+    c.eval.crop_size = tuple(-(-s // 32) * 32 for s in args.resize)
+  for k, v in overrides.items():
+    set_key(c, k, v)
+  workdir = pathlib.Path(args.out) / f"{name}_seed{seed}"
+  done = workdir / "run.json"
+  if done.exists():
+    return json.loads(done.read_text())
+  t0 = time.time()
+  run = trainers.get_trainer(c.trainer)(c, str(workdir))
+  result = {"row": name, "seed": seed, "steps": int(run.state["step"]),
+            "wall_s": time.time() - t0, "miou": run.metrics["val/miou"],
+            "pixel_acc": run.metrics["val/pixel_acc"],
+            "iou": {k[8:]: v for k, v in run.metrics.items() if k.startswith("val/iou/")}}
+  done.write_text(json.dumps(result, indent=1))
+  return result
+
+
+def psr_panel(out: pathlib.Path, args, scales=(1 / 8, 1 / 4), n: int = 4) -> None:
+  """Sampled action maps at two PSR scales and the PSD advantage map of map 0."""
+  workdir = out / "psr_multi_psd_seed0"
+  if not (workdir / "checkpoints").exists():
+    return
+  c = load_config("psr_multi_psd")
+  c.data.root = args.root
+  if args.resize:
+    c.data.resize = args.resize
+  source, info = data_lib.get_source(c.data, c.data.val_split)
+  model = models.build_model(c.model, info.num_classes)
+  params = ckpt_lib.load_params(workdir)
+  ex = source[len(source) // 2]
+  h, w = (s // 32 * 32 for s in ex["image"].shape[:2])
+  image, label = ex["image"][:h, :w], np.asarray(ex["label"][:h, :w]).astype(np.int32)
+  logits = common.make_apply_fn(model)(params, jnp.asarray(image)[None], train=False)
+  score = lambda a, y: rewards.image_miou(a, y, num_classes=info.num_classes,
+                                          ignore_index=info.ignore_index)
+  tiles, titles = [image, plots.colorize(label, info.num_classes, info.ignore_index)], \
+      ["image", "label"]
+  for k, s in enumerate(scales):
+    f = round(1 / s)
+    z = rewards.downsample_logits(logits, f)[0]
+    y = rewards.downsample_labels(jnp.asarray(label), f, num_classes=info.num_classes,
+                                  ignore_index=info.ignore_index)
+    a = rewards.sample_actions(jax.random.key(k), z, n)
+    r = jax.vmap(score, in_axes=(0, None))(a, y)
+    adv = rewards.pairwise_spatial_difference(a, r)
+    for i in range(n):
+      tiles.append(np.kron(plots.colorize(np.asarray(a[i]), info.num_classes,
+                                          info.ignore_index), np.ones((f, f, 1), np.uint8)))
+      titles.append(f"1/{f} map {i}: R={float(r[i]):.3f}")
+    tiles.append(np.kron(np.asarray(adv[0]), np.ones((f, f))))
+    titles.append(f"1/{f} PSD advantage of map 0")
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  cols = n + 1
+  fig, axes = plt.subplots(3, cols, figsize=(2.6 * cols, 2.2 * 3))
+  layout = [[0, 1] + [None] * (cols - 2)] + [
+      list(range(2 + k * cols, 2 + (k + 1) * cols)) for k in range(len(scales))]
+  for row, ids in zip(axes, layout):
+    for ax, i in zip(row, ids):
+      ax.axis("off")
+      if i is None:
+        continue
+      tile = tiles[i]
+      if tile.ndim == 2:
+        lim = float(np.abs(tile).max()) or 1.0
+        im = ax.imshow(tile, cmap="RdBu", vmin=-lim, vmax=lim)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+      else:
+        ax.imshow(tile)
+      ax.set_title(titles[i], fontsize=7)
+  fig.suptitle("PSR action maps (psr_multi_psd model) and PSD advantages")
+  fig.tight_layout()
+  fig.savefig(out / "psr_panel.png", dpi=110)
+  plt.close(fig)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--out", default="/tmp/rss_ablation")
+  p.add_argument("--root", default=str(ROOT.parent / "shared/data/camvid"))
+  p.add_argument("--steps", type=int, default=1000)
+  p.add_argument("--evals", type=int, default=4, help="evaluations per run")
+  p.add_argument("--rows", default=",".join(DEFAULT_ROWS))
+  p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--key-seeds", type=int, default=3)
+  p.add_argument("--cold-steps", type=int, default=600)
+  p.add_argument("--resize", default="", help="H,W at load (default: the config's 120,160)")
+  args = p.parse_args()
+  args.resize = tuple(int(x) for x in args.resize.split(",")) if args.resize else None
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  rows = [r for r in args.rows.split(",") if r]
+  for r in rows:
+    if r not in ROWS:
+      p.error(f"unknown row {r!r}; choose from {sorted(ROWS)}")
+  cold = cold_start_checkpoint(out, args.cold_steps) if any(
+      r.startswith("cold") for r in rows) else None
+
+  results = {}
+  for seed in range(max(args.seeds, args.key_seeds)):
+    for r in rows:
+      if seed < (args.key_seeds if r in KEY_ROWS else args.seeds):
+        results.setdefault(r, []).append(run_row(r, seed, args, cold))
+
+  psl = statistics.mean(x["miou"] for x in results["psl"]) if "psl" in results else None
+  lines = [f"RSS ablation on CamVid ({args.resize or 'config'} resolution), "
+           f"{args.steps} steps per row, batch 8", "",
+           "| row | seeds | steps | wall time / run | val mIoU | ratio to PSL | classes IoU>0.05 |",
+           "|---|---|---|---|---|---|---|"]
+  for r, runs in results.items():
+    m = [x["miou"] for x in runs]
+    std = f" ± {statistics.stdev(m):.3f}" if len(m) > 1 else ""
+    ratio = f"{statistics.mean(m) / psl:.2f}" if psl else "-"
+    lines.append(f"| {r} | {len(m)} | {runs[0]['steps']} | "
+                 f"{statistics.mean(x['wall_s'] for x in runs) / 60:.1f} min | "
+                 f"{statistics.mean(m):.3f}{std} | {ratio} | "
+                 f"{sum(v > 0.05 for v in runs[0]['iou'].values())}/{len(runs[0]['iou'])} |")
+  table = "\n".join(lines)
+  (out / "results.md").write_text(table + "\n")
+  (out / "results.json").write_text(json.dumps(results, indent=1))
+  plots.learning_curves(
+      {r: writer_lib.read_metrics(out / f"{r}_seed0") for r in results},
+      out / "miou_curves.png", keys=("val/miou",), title="RSS ablation on CamVid: val mIoU")
+  psr_panel(out, args)
+  print(table)
+
+
+if __name__ == "__main__":
+  main()
