@@ -1,6 +1,6 @@
 """Benchmark: compile time and images/s of the PSL train step.
 
-    python bench/train_step.py [--json out.json] [--torch] [--only NAME] [--steps N]
+    python bench/train_step.py [--json out.json] [--torch] [--rss] [--only NAME] [--steps N]
 
 Rows (all with AdamW and the full jitted, donated update the trainer uses):
   sfpnext_nano_512      SFPNeXt + ConvNeXt-V2-nano, 512×512, batch 2
@@ -13,6 +13,11 @@ With `--torch` (needs `pip install torch==2.13.0`), the ConvNeXt-V2-nano +
 the reference the issue names (timm's `convnextv2_nano` features + a 1×1 head,
 AdamW, 2 threads), re-implemented in plain torch below so that no timm or
 torchvision install is needed; the table then shows JAX's speed-up.
+
+With `--rss`, every row is also timed with the RSS losses on the same model,
+batch and labels, in the same run: pixel-level (N=4, SyncAN) and image-level
+(PSR 1/16, 1/8, 1/4, 1 + PSD, N=4); the last column is then the step time as a
+multiple of the PSL step (targets at nano 512×512: pixel ≤ 1.1×, image ≤ 1.25×).
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from jaxseg import config as config_lib  # noqa: E402
 from jaxseg import models, optim  # noqa: E402
-from jaxseg.trainers import common, psl  # noqa: E402
+from jaxseg.trainers import common, psl, rss  # noqa: E402
 
 
 class _Info:
@@ -60,7 +65,10 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
   return c, *{"linear_nano_96x128": (96, 128, 8), "linear_nano_512": (512, 512, 2)}[name]
 
 
-def time_jax(name: str, steps: int, num_classes: int = 19) -> dict:
+METHODS = ("psl", "rss_pixel", "rss_image")
+
+
+def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
   c, h, w, b = jax_config(name)
   model = models.build_model(c.model, num_classes)
   apply_fn = common.make_apply_fn(model)
@@ -68,7 +76,13 @@ def time_jax(name: str, steps: int, num_classes: int = 19) -> dict:
                                         train=False)["params"])(jax.random.key(0))
   tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10_000,
                                       classifier_pattern=models.CLASSIFIER_PATTERN)
-  loss_fn = psl.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
+  c.data.crop_size = (h, w)
+  if method == "psl":
+    loss_fn = psl.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
+  else:
+    rss.apply_variant(c, "pixel" if method == "rss_pixel" else "psr_multi_psd")
+    c.rss.num_samples = 4
+    loss_fn = rss.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
   update = jax.jit(common.make_update_fn(loss_fn, tx, schedule), donate_argnums=0)
   state = common.init_train_state(params, tx=tx, rng=jax.random.key(1))
   rng = np.random.default_rng(0)
@@ -86,7 +100,7 @@ def time_jax(name: str, steps: int, num_classes: int = 19) -> dict:
     jax.block_until_ready((state, m))
     times.append(time.perf_counter() - t0)
   step_ms = 1000 * statistics.median(times)
-  return {"name": name, "framework": "jax", "height": h, "width": w, "batch": b,
+  return {"name": name, "framework": "jax", "method": method, "height": h, "width": w, "batch": b,
           "step_ms": step_ms, "images_per_s": b / step_ms * 1000,
           "compile_s": compile_s}
 
@@ -154,7 +168,7 @@ def time_torch(name: str, steps: int, num_classes: int = 19) -> dict | None:
     step()
     times.append(time.perf_counter() - t0)
   step_ms = 1000 * statistics.median(times)
-  return {"name": name, "framework": "torch", "height": h, "width": w, "batch": b,
+  return {"name": name, "framework": "torch", "method": "psl", "height": h, "width": w, "batch": b,
           "step_ms": step_ms, "images_per_s": b / step_ms * 1000, "compile_s": 0.0}
 
 
@@ -162,6 +176,7 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--json", help="also write the records to this file")
   p.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
+  p.add_argument("--rss", action="store_true", help="time the RSS steps beside PSL")
   p.add_argument("--only", nargs="*", help="row names to run")
   p.add_argument("--steps", type=int, default=5)
   args = p.parse_args()
@@ -170,12 +185,14 @@ def main() -> None:
   records = []
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
         f"({jax.device_count()} device(s))", flush=True)
-  header = (f"| {'name':<20} | {'fw':<5} | {'H×W':>8} | {'B':>2} | {'step ms':>8} "
-            f"| {'img/s':>7} | {'compile s':>9} | {'torch/jax':>9} |")
+  header = (f"| {'name':<20} | {'fw':<5} | {'method':<9} | {'H×W':>8} | {'B':>2} "
+            f"| {'step ms':>8} | {'img/s':>7} | {'compile s':>9} | {'ratio':>9} |")
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   for name in names:
     rows = [time_jax(name, args.steps)]
+    if args.rss:
+      rows += [time_jax(name, args.steps, method=m) for m in METHODS[1:]]
     if args.torch and name.startswith("linear"):
       ref = time_torch(name, args.steps)
       if ref is None:
@@ -183,10 +200,14 @@ def main() -> None:
       else:
         rows.append(ref)
     for r in rows:
-      ratio = ""
-      if len(rows) == 2 and r["framework"] == "jax":
-        ratio = f"{rows[1]['step_ms'] / r['step_ms']:.2f}×"
-      print(f"| {r['name']:<20} | {r['framework']:<5} | {r['height']:>3}×{r['width']:<4} "
+      ratio = ""  # torch/jax on the PSL row, or ×PSL on an RSS row
+      torch_rows = [x for x in rows if x["framework"] == "torch"]
+      if r["method"] != "psl":
+        ratio = f"{r['step_ms'] / rows[0]['step_ms']:.2f}×PSL"
+      elif torch_rows and r["framework"] == "jax":
+        ratio = f"{torch_rows[0]['step_ms'] / r['step_ms']:.2f}×"
+      print(f"| {r['name']:<20} | {r['framework']:<5} | {r['method']:<9} "
+            f"| {r['height']:>3}×{r['width']:<4} "
             f"| {r['batch']:>2} | {r['step_ms']:8.1f} | {r['images_per_s']:7.2f} "
             f"| {r['compile_s']:9.1f} | {ratio:>9} |", flush=True)
     records += rows

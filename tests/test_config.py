@@ -44,3 +44,38 @@ def test_parse_arg():
   assert config_lib.parse_arg("runlocal") == {"runlocal": "1"}
   assert config_lib.parse_arg("variant=pixel,runlocal") == {"variant": "pixel", "runlocal": "1"}
   assert config_lib.parse_arg(None) == {}
+
+
+def _load(name, arg=None):
+  spec = {}
+  exec((ROOT / "configs" / name).read_text(), spec)  # pylint: disable=exec-used
+  return spec["get_config"](arg)
+
+
+def test_rss_variants_set_their_ablation_row():
+  from jaxseg.trainers import rss
+  for variant in rss.VARIANTS:
+    c = _load("rss_camvid.py", f"{variant},runlocal")
+    assert c.trainer == ("psl" if variant == "psl" else "rss")
+  c = _load("rss_camvid.py", "psr_multi_psd,lr_factor=40,cold=/x")
+  assert (c.rss.level, c.rss.psd, len(c.rss.psr_scales)) == ("image", True, 4)
+  assert c.optim.last_layer_lr_factor == 40.0 and c.init_from == "/x"
+  c = _load("rss_camvid.py", "pixel_nosync")
+  assert (c.rss.level, c.rss.sync_an) == ("pixel", False)
+  assert _load("rss_pascal.py").optim.last_layer_lr_factor == 400.0
+  assert _load("rss_pascal.py", "pixel").optim.last_layer_lr_factor == 1.0
+  with pytest.raises(ValueError, match="not understood"):
+    _load("rss_camvid.py", "psr_mutli")
+
+
+def test_config_argument_typo_fails_at_flag_parsing(tmp_path):
+  proc = run_main("--config=configs/rss_camvid.py:psr_mutli", f"--workdir={tmp_path}")
+  assert proc.returncode != 0 and "psr_mutli" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_rss_pascal_says_what_data_it_needs(tmp_path):
+  proc = run_main("--config=configs/rss_pascal.py", f"--workdir={tmp_path}")
+  assert proc.returncode != 0
+  for text in ("'pascal_context' has no loader", "Pascal Context 59",
+               "--config.data.name=folder --config.data.root=ROOT"):
+    assert text in proc.stderr, proc.stderr[-2000:]
