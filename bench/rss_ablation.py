@@ -12,7 +12,7 @@ below) for the same number of steps, then writes into --out:
   psr_panel.png   for one val image: sampled action maps at two PSR scales and
                   the PSD advantage map (from the trained psr_multi_psd model)
 Runs already finished under --out are reused, so the script can be re-run to
-add rows or seeds. KEY_ROWS get --key-seeds seeds, the others --seeds.
+add rows or seeds (`--summary-only` tabulates what has finished). KEY_ROWS get --key-seeds seeds, the others --seeds.
 """
 from __future__ import annotations
 
@@ -175,34 +175,8 @@ def psr_panel(out: pathlib.Path, args, scales=(1 / 8, 1 / 4), n: int = 4) -> Non
   plt.close(fig)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", default="/tmp/rss_ablation")
-  p.add_argument("--root", default=str(ROOT.parent / "shared/data/camvid"))
-  p.add_argument("--steps", type=int, default=1000)
-  p.add_argument("--evals", type=int, default=4, help="evaluations per run")
-  p.add_argument("--rows", default=",".join(DEFAULT_ROWS))
-  p.add_argument("--seeds", type=int, default=1)
-  p.add_argument("--key-seeds", type=int, default=3)
-  p.add_argument("--cold-steps", type=int, default=600)
-  p.add_argument("--resize", default="", help="H,W at load (default: the config's 120,160)")
-  args = p.parse_args()
-  args.resize = tuple(int(x) for x in args.resize.split(",")) if args.resize else None
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  rows = [r for r in args.rows.split(",") if r]
-  for r in rows:
-    if r not in ROWS:
-      p.error(f"unknown row {r!r}; choose from {sorted(ROWS)}")
-  cold = cold_start_checkpoint(out, args.cold_steps) if any(
-      r.startswith("cold") for r in rows) else None
-
-  results = {}
-  for seed in range(max(args.seeds, args.key_seeds)):
-    for r in rows:
-      if seed < (args.key_seeds if r in KEY_ROWS else args.seeds):
-        results.setdefault(r, []).append(run_row(r, seed, args, cold))
-
+def write_summary(out: pathlib.Path, results: dict, args) -> str:
+  """results.md / results.json / miou_curves.png from the runs so far."""
   psl = statistics.mean(x["miou"] for x in results["psl"]) if "psl" in results else None
   lines = [f"RSS ablation on CamVid ({args.resize or 'config'} resolution), "
            f"{args.steps} steps per row, batch 8", "",
@@ -222,6 +196,42 @@ def main():
   plots.learning_curves(
       {r: writer_lib.read_metrics(out / f"{r}_seed0") for r in results},
       out / "miou_curves.png", keys=("val/miou",), title="RSS ablation on CamVid: val mIoU")
+  return table
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--out", default="/tmp/rss_ablation")
+  p.add_argument("--root", default=str(ROOT.parent / "shared/data/camvid"))
+  p.add_argument("--steps", type=int, default=1000)
+  p.add_argument("--evals", type=int, default=4, help="evaluations per run")
+  p.add_argument("--rows", default=",".join(DEFAULT_ROWS))
+  p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--key-seeds", type=int, default=3)
+  p.add_argument("--cold-steps", type=int, default=600)
+  p.add_argument("--summary-only", action="store_true",
+                 help="tabulate the finished runs under --out; train nothing")
+  p.add_argument("--resize", default="", help="H,W at load (default: the config's 120,160)")
+  args = p.parse_args()
+  args.resize = tuple(int(x) for x in args.resize.split(",")) if args.resize else None
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  rows = [r for r in args.rows.split(",") if r]
+  for r in rows:
+    if r not in ROWS:
+      p.error(f"unknown row {r!r}; choose from {sorted(ROWS)}")
+  cold = cold_start_checkpoint(out, args.cold_steps) if any(
+      r.startswith("cold") for r in rows) and not args.summary_only else None
+
+  results = {}
+  for seed in range(max(args.seeds, args.key_seeds)):
+    for r in rows:
+      if seed < (args.key_seeds if r in KEY_ROWS else args.seeds):
+        done = out / f"{r}_seed{seed}" / "run.json"
+        if args.summary_only and not done.exists():
+          continue
+        results.setdefault(r, []).append(run_row(r, seed, args, cold))
+        table = write_summary(out, results, args)  # after every run: partial results survive
   psr_panel(out, args)
   print(table)
 

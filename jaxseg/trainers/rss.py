@@ -23,6 +23,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 
+from jaxseg import parallel
 from jaxseg import plots
 from jaxseg import rewards
 from jaxseg.trainers import common
@@ -136,7 +137,13 @@ def _policy_loss(adv, logp, valid, num_samples):
 
 def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="global",
                      groups=1):
-  """Pixel-level RSS (SPEC §1.1). logits (B, H, W, C), labels (B, H, W)."""
+  """Pixel-level RSS (SPEC §1.1). logits (B, H, W, C), labels (B, H, W).
+
+  `a_n ~ π(z)` per pixel, `r_n(p) = 1[a_n(p) = y(p)]` on valid pixels,
+  `A = (r − mean) / (std + eps)` over every valid (pixel, sample) of the batch
+  (`groups` shards alone when SyncAN is off; `group="per_pixel"`: over the N
+  samples of each pixel), loss `-Σ A·log π(a_n) / (N·#valid)`.
+  """
   a = rewards.sample_actions(rng, jax.lax.stop_gradient(logits), num_samples)
   a = jnp.moveaxis(a, 0, 1)  # (B, N, H, W)
   r, valid = rewards.pixel_correctness(a, labels[:, None], ignore_index=ignore_index)
@@ -155,8 +162,16 @@ def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="g
 
 def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_classes,
                      ignore_index, psd, psd_std_normalize=False, group="image", groups=1):
-  """Image-level RSS at one PSR scale (SPEC §1.2): logits pooled by `factor`,
-  N maps per image, one score per map, naive or PSD advantages."""
+  """Image-level RSS at one PSR scale `s = 1/factor` (SPEC §1.2).
+
+  `z_s = avgpool_f(z)`, `y_s = blockmode_f(y)`, `a_n ~ π(z_s)` for n < N,
+  `R_n = score(a_n, y_s)`. Advantages, broadcast over (h, w) unless PSD:
+    naive: `A_n = (R_n − mean_n R) / (std_n R + eps)` over the N maps of an
+           image (`group="image"`) or every map of the (shard's) batch;
+    PSD:   `A_i(p) = Σ_j (R_i − R_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)`, optionally
+           divided by the std of its non-zero entries.
+  Loss `-Σ_{n,p valid} A_n(p)·log π(a_n(p)) / (N·#valid)`. Returns (loss, metrics).
+  """
   z = rewards.downsample_logits(logits, factor)
   y = rewards.downsample_labels(labels, factor, num_classes=num_classes,
                                 ignore_index=ignore_index)
@@ -203,7 +218,7 @@ def scale_weights(c, factors, step, total_steps):
 def make_loss(*, config, apply_fn, info, mesh=None):
   """The RSS loss `(params, batch, rng, step) -> (loss, metrics)`."""
   c = config.rss
-  num_devices = 1 if mesh is None else mesh.shape[next(iter(mesh.shape))]
+  num_devices = 1 if mesh is None else mesh.shape[parallel.DATA_AXIS]
   groups = 1 if c.sync_an else (c.nosync_groups or num_devices)
   validate(config, groups)
   factors = scale_factors(c, config.data.crop_size)
