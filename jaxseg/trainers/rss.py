@@ -17,7 +17,6 @@ over valid positions, minus `rss.entropy_coef` × the mean policy entropy.
 from __future__ import annotations
 
 import functools
-import logging
 import pathlib
 
 import jax
@@ -282,6 +281,5 @@ def write_comparison(workdir: pathlib.Path, runs: dict, *, title: str) -> str:
     plots.learning_curves({k: writer_lib.read_metrics(r.workdir) for k, r in runs.items()},
                           workdir / "comparison.png", keys=("val/miou", "val/pixel_acc"),
                           title=title)
-  logging.info("%s\n%s", title, table)
   print(f"\n{title}\n{table}\nplot: {workdir / 'comparison.png'}")
   return table
