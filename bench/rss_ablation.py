@@ -46,10 +46,15 @@ ROWS = {
     "psr_single_psd": ("psr_single_psd", {}),
     "psr_multi": ("psr_multi", {}),
     "psr_multi_psd": ("psr_multi_psd", {}),
-    # Making multi-scale work: per-scale std normalisation of PSD advantages,
-    # and the coarse-to-fine schedule.
-    "psr_multi_psd_std": ("psr_multi_psd", {"rss.psd_std_normalize": True}),
+    # The paper's rows as written: no entropy bonus, raw PSD advantages.
+    "pixel_noent": ("pixel", {"rss.entropy_coef": 0.0}),
+    "psr_single_psd_noent": ("psr_single_psd", {"rss.entropy_coef": 0.0,
+                                                "rss.psd_std_normalize": False}),
+    "psr_multi_psd_noent": ("psr_multi_psd", {"rss.entropy_coef": 0.0,
+                                              "rss.psd_std_normalize": False}),
+    # Making multi-scale work: the coarse-to-fine schedule, coarse-heavy weights.
     "psr_multi_psd_c2f": ("psr_multi_psd", {"rss.psr_schedule": "coarse_to_fine"}),
+    "psr_multi_psd_coarse": ("psr_multi_psd", {"rss.psr_weights": (1.0, 1.0, 0.5, 0.25)}),
     # Tab. 3: last-layer learning-rate factor (best image-level row).
     **{f"lr{f}": ("psr_single_psd,lr_factor=" + str(f), {}) for f in (1, 4, 40, 400)},
     # Cold start from PSL on the embedded dataset (trained first, see --cold-steps).

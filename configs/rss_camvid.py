@@ -51,6 +51,14 @@ def get_config(arg=None):
   # into 4 shards of 2 images, as the paper's 8 GPUs x 2 images.
   c.rss.nosync_groups = 4
   rss.apply_variant(c, variant)
+  # Measured on this machine (500-step probes, val mIoU): without an entropy
+  # bonus the policy collapses to a few classes within ~100 steps (entropy
+  # 2.4 -> 0.1 nats). Pixel level: bonus 0 -> 0.175, 0.05 -> 0.200, 0.2 -> 0.264,
+  # 0.5 -> 0.256. Image level (PSR 1/8 + PSD, advantages divided by their std):
+  # 0.005 -> 0.201 (entropy still falls to 0.2), 0.05 -> 0.181 and 0.2 -> 0.177
+  # (the policy stays near uniform).
+  c.rss.entropy_coef = 0.2 if c.rss.level == "pixel" else 0.01
+  c.rss.psd_std_normalize = True
   if "lr_factor" in args:
     c.optim.last_layer_lr_factor = float(args["lr_factor"])
   if "cold" in args:

@@ -35,6 +35,10 @@ def get_config(arg=None):
   c.checkpoint_every = 200
   c.eval.crop_size = (128, 128)
   rss.apply_variant(c, variant)
+  # As in configs/rss_camvid.py: an entropy bonus against early collapse, on
+  # std-normalised PSD advantages.
+  c.rss.entropy_coef = 0.2 if c.rss.level == "pixel" else 0.01
+  c.rss.psd_std_normalize = True
   c.rss.compare_psl = True
   if "runlocal" in args:
     c = config_lib.runlocal(c)
