@@ -179,3 +179,24 @@ def test_rss_trainer_logs_reward_statistics_and_compares_with_psl(
   assert "| psl |" in table and "| rss |" in table
   assert (tmp_path / "comparison.png").exists()
   assert (tmp_path / "psl" / "metrics.jsonl").exists()
+
+
+def test_entropy_bonus_is_subtracted_from_the_loss(tiny_config, data_dir):
+  """loss(coef) = loss(0) − coef · mean entropy over valid pixels, same samples."""
+  class Info:
+    num_classes, ignore_index = 4, IGNORE
+
+  labels = _label_map()
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=(*labels.shape, 4)), jnp.float32)
+  batch = {"image": jnp.zeros((*labels.shape, 3), jnp.uint8), "label": labels}
+  out = {}
+  for coef in (0.0, 0.3):
+    c = tiny_config(data_dir, trainer="rss", **{"rss.entropy_coef": coef,
+                                                "data.crop_size": (16, 16)})
+    loss_fn = rss.make_loss(config=c, apply_fn=lambda p, x, **_: p, info=Info)
+    out[coef] = loss_fn(logits, batch, jax.random.key(0), jnp.int32(0))
+  ent = out[0.0][1]["train/entropy"]
+  valid = labels != IGNORE
+  want = jnp.sum(jnp.where(valid, rewards.entropy(logits), 0)) / jnp.sum(valid)
+  np.testing.assert_allclose(ent, want, rtol=1e-5)
+  np.testing.assert_allclose(out[0.3][0], out[0.0][0] - 0.3 * ent, rtol=1e-5, atol=1e-6)
