@@ -31,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jaxseg import checkpoint as ckpt_lib  # noqa: E402
+from jaxseg import config as config_lib  # noqa: E402
 from jaxseg import data as data_lib  # noqa: E402
 from jaxseg import models, plots, rewards, trainers  # noqa: E402
 from jaxseg.trainers import common  # noqa: E402
@@ -66,24 +67,12 @@ KEY_ROWS = ("psl", "pixel", "psr_single_psd")
 
 
 def load_config(arg: str):
-  spec = {}
-  exec((ROOT / "configs/rss_camvid.py").read_text(), spec)  # pylint: disable=exec-used
-  return spec["get_config"](arg)
-
-
-def set_key(c, dotted: str, value):
-  node = c
-  *path, leaf = dotted.split(".")
-  for p in path:
-    node = node[p]
-  node[leaf] = value
+  return config_lib.load_config_file(ROOT / "configs/rss_camvid.py", arg)
 
 
 def cold_start_checkpoint(out: pathlib.Path, steps: int) -> pathlib.Path:
   """PSL on the embedded dataset with the CamVid rows' model: the cold start."""
-  spec = {}
-  exec((ROOT / "configs/psl_embedded.py").read_text(), spec)  # pylint: disable=exec-used
-  c = spec["get_config"]()
+  c = config_lib.load_config_file(ROOT / "configs/psl_embedded.py")
   c.total_steps = steps
   c.eval_every = c.checkpoint_every = steps
   workdir = out / "cold_source_psl_embedded"
@@ -104,8 +93,7 @@ def run_row(name: str, seed: int, args, cold: pathlib.Path | None) -> dict:
     c.data.resize = args.resize
     c.data.crop_size = tuple(s * 4 // 5 // 32 * 32 for s in args.resize)
     c.eval.crop_size = tuple(-(-s // 32) * 32 for s in args.resize)
-  for k, v in overrides.items():
-    set_key(c, k, v)
+  c.update_from_flattened_dict(overrides)
   workdir = pathlib.Path(args.out) / f"{name}_seed{seed}"
   done = workdir / "run.json"
   if done.exists():

@@ -52,10 +52,8 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
   c = config_lib.default_config()
   c.optim.warmup_steps = 0
   if name == "camvid_cpu":
-    spec = {}
-    exec(pathlib.Path(__file__).resolve().parents[1].joinpath(  # pylint: disable=exec-used
-        "configs/psl_camvid.py").read_text(), spec)
-    c = spec["get_config"]()
+    c = config_lib.load_config_file(
+        pathlib.Path(__file__).resolve().parents[1] / "configs/psl_camvid.py")
     return c, *c.data.crop_size, c.batch_size
   c.model.backbone = "convnext_v2_nano"
   if name == "sfpnext_nano_512":

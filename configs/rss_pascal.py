@@ -25,7 +25,7 @@ from jaxseg.trainers import rss
 
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
-      arg, rss.VARIANTS, default="psr_multi_psd", options=("runlocal", "lr_factor", "cold"))
+      arg, rss.VARIANTS, default="psr_multi_psd", options=rss.CONFIG_OPTIONS)
   c = config_lib.default_config()
   c.data.name = "pascal_context"
   c.data.ignore_index = 255
@@ -47,10 +47,7 @@ def get_config(arg=None):
   rss.apply_variant(c, variant)
   # The paper's best: 400 on the classifier for image-level rewards, 1 for pixel level.
   c.optim.last_layer_lr_factor = 400.0 if c.rss.level == "image" and c.trainer == "rss" else 1.0
-  if "lr_factor" in args:
-    c.optim.last_layer_lr_factor = float(args["lr_factor"])
-  if "cold" in args:
-    c.init_from = args["cold"]
+  rss.apply_options(c, args)
   if "runlocal" in args:
     c = config_lib.runlocal(c)
     c.data.crop_size = (64, 64)

@@ -7,6 +7,9 @@ while the flags are parsed, before any data is read or anything compiles.
 """
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import ml_collections
 
 
@@ -135,3 +138,14 @@ def parse_variant(arg: str | None, variants, *, default: str,
         f"config argument(s) {unknown or chosen} not understood: use VARIANT"
         f"{''.join(f'[,{o}]' for o in options)} with VARIANT one of {tuple(variants)}.")
   return (chosen[0] if chosen else default), args
+
+
+def load_config_file(path: str | pathlib.Path, arg: str | None = None
+                     ) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file, loaded as `--config=PATH:ARG` loads it
+  (a module with `__file__`, so configs can build on their neighbours)."""
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(f"jaxseg_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

@@ -33,9 +33,8 @@ def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, flag, mes
 
 def test_every_config_file_loads_and_runlocal_shrinks_it():
   for path in sorted((ROOT / "configs").glob("*.py")):
-    spec = {}
-    exec(path.read_text(), spec)  # pylint: disable=exec-used
-    full, local = spec["get_config"](), spec["get_config"]("runlocal")
+    full = config_lib.load_config_file(path)
+    local = config_lib.load_config_file(path, "runlocal")
     assert set(full.keys()) == set(config_lib.default_config().keys()), path
     assert local.total_steps < full.total_steps, path
 
@@ -47,9 +46,7 @@ def test_parse_arg():
 
 
 def _load(name, arg=None):
-  spec = {}
-  exec((ROOT / "configs" / name).read_text(), spec)  # pylint: disable=exec-used
-  return spec["get_config"](arg)
+  return config_lib.load_config_file(ROOT / "configs" / name, arg)
 
 
 def test_rss_variants_set_their_ablation_row():

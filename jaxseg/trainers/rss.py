@@ -58,8 +58,21 @@ def apply_variant(c, variant: str):
   return c
 
 
-def _accuracy_score(actions, labels, *, num_classes, ignore_index):
-  del num_classes
+# `--config=configs/rss_*.py:VARIANT,OPTION...` options (besides VARIANT).
+CONFIG_OPTIONS = ("runlocal", "lr_factor", "cold")
+
+
+def apply_options(c, args: dict[str, str]):
+  """`lr_factor=F` (Tab. 3: the classifier's learning-rate factor) and
+  `cold=DIR` (cold start from another run's checkpoint), in place."""
+  if "lr_factor" in args:
+    c.optim.last_layer_lr_factor = float(args["lr_factor"])
+  if "cold" in args:
+    c.init_from = args["cold"]
+  return c
+
+
+def _accuracy_score(actions, labels, *, ignore_index):
   r, valid = rewards.pixel_correctness(actions, labels, ignore_index=ignore_index)
   return jnp.sum(r) / jnp.maximum(jnp.sum(valid), 1)
 
@@ -71,7 +84,7 @@ SCORES = {
     "miou": lambda num_classes, ignore_index: functools.partial(
         rewards.image_miou, num_classes=num_classes, ignore_index=ignore_index),
     "pixel_accuracy": lambda num_classes, ignore_index: functools.partial(
-        _accuracy_score, num_classes=num_classes, ignore_index=ignore_index),
+        _accuracy_score, ignore_index=ignore_index),
 }
 
 
@@ -107,24 +120,34 @@ def validate(config, num_shards: int) -> None:
   if c.psr_weights and len(c.psr_weights) != len(c.psr_scales):
     raise ValueError(f"config.rss.psr_weights has {len(c.psr_weights)} entries for "
                      f"{len(c.psr_scales)} config.rss.psr_scales.")
-  scale_factors(c, config.data.crop_size)
   if config.batch_size % num_shards:
     raise ValueError(f"config.batch_size={config.batch_size} does not split into "
                      f"{num_shards} SyncAN-off shards (config.rss.nosync_groups).")
 
 
-def _sharded_normalize(r, where, *, groups: int, axis):
+def _sharded_normalize(r, where=None, *, groups: int):
   """`normalize_advantages` per shard: the batch axis (axis 0 of `r`) split
   into `groups` contiguous shards, each normalised on its own (SyncAN off).
   With `groups == 1` this is the global (SyncAN) statistic: under `jit` with a
   sharded batch XLA all-reduces the sums, as `psum` does inside `shard_map`."""
-  if groups == 1:
-    return rewards.normalize_advantages(r, where=where, axis=axis)
-  shape = r.shape
-  split = lambda x: x.reshape(groups, shape[0] // groups, *shape[1:])
-  axis = tuple(range(1, r.ndim + 1)) if axis is None else tuple(a + 1 for a in axis)
-  adv = rewards.normalize_advantages(split(r), where=split(where), axis=axis)
-  return adv.reshape(shape)
+  split = lambda x: x.reshape(groups, r.shape[0] // groups, *r.shape[1:])
+  adv = rewards.normalize_advantages(split(r), where=None if where is None else split(where),
+                                     axis=tuple(range(1, r.ndim + 1)))
+  return adv.reshape(r.shape)
+
+
+def _sample(rng, logits, num_samples):
+  """N actions per position and their log-probs, both (B, N, ...)."""
+  a = rewards.sample_actions(rng, jax.lax.stop_gradient(logits), num_samples)
+  logp = rewards.action_log_probs(logits, a)
+  return jnp.moveaxis(a, 0, 1), jnp.moveaxis(logp, 0, 1)
+
+
+def _masked_std(x, mask):
+  """Standard deviation of `x` over the entries where `mask` holds."""
+  n = jnp.maximum(jnp.sum(mask), 1)
+  mean = jnp.sum(jnp.where(mask, x, 0)) / n
+  return jnp.sqrt(jnp.sum(jnp.where(mask, (x - mean) ** 2, 0)) / n)
 
 
 def _policy_loss(adv, logp, valid, num_samples):
@@ -143,19 +166,15 @@ def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="g
   (`groups` shards alone when SyncAN is off; `group="per_pixel"`: over the N
   samples of each pixel), loss `-Σ A·log π(a_n) / (N·#valid)`.
   """
-  a = rewards.sample_actions(rng, jax.lax.stop_gradient(logits), num_samples)
-  a = jnp.moveaxis(a, 0, 1)  # (B, N, H, W)
+  a, logp = _sample(rng, logits, num_samples)  # (B, N, H, W)
   r, valid = rewards.pixel_correctness(a, labels[:, None], ignore_index=ignore_index)
   if group == "per_pixel":
     adv = rewards.normalize_advantages(r, where=valid, axis=1)
   else:
-    adv = _sharded_normalize(r, valid, groups=groups, axis=None)
-  logp = jnp.moveaxis(rewards.action_log_probs(logits, jnp.moveaxis(a, 1, 0)), 0, 1)
+    adv = _sharded_normalize(r, valid, groups=groups)
   loss = _policy_loss(adv, logp, valid[:, 0], num_samples)
-  n = jnp.maximum(jnp.sum(valid), 1)
-  mean_adv = jnp.sum(adv) / n
-  metrics = {"train/reward": jnp.sum(r) / n,
-             "train/adv_std": jnp.sqrt(jnp.sum(jnp.where(valid, (adv - mean_adv) ** 2, 0)) / n)}
+  metrics = {"train/reward": jnp.sum(r) / jnp.maximum(jnp.sum(valid), 1),
+             "train/adv_std": _masked_std(adv, valid)}
   return loss, metrics
 
 
@@ -174,7 +193,7 @@ def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_
   z = rewards.downsample_logits(logits, factor)
   y = rewards.downsample_labels(labels, factor, num_classes=num_classes,
                                 ignore_index=ignore_index)
-  a = jnp.moveaxis(rewards.sample_actions(rng, jax.lax.stop_gradient(z), num_samples), 0, 1)
+  a, logp = _sample(rng, z, num_samples)  # (B, N, h, w)
   r = rewards.sample_scores(score_fn, a, y)  # (B, N)
   valid = y != ignore_index  # (B, h, w)
   metrics = {}
@@ -190,15 +209,11 @@ def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_
     if group == "image":
       adv_img = rewards.normalize_advantages(r, axis=1)
     else:
-      adv_img = _sharded_normalize(r, jnp.ones_like(r, bool), groups=groups, axis=None)
+      adv_img = _sharded_normalize(r, groups=groups)
     adv = jnp.broadcast_to(adv_img[:, :, None, None], a.shape)
-  logp = jnp.moveaxis(rewards.action_log_probs(z, jnp.moveaxis(a, 1, 0)), 0, 1)
   loss = _policy_loss(adv, logp, valid, num_samples)
-  adv_valid = jnp.broadcast_to(valid[:, None], adv.shape)
-  n = jnp.maximum(jnp.sum(adv_valid), 1)
-  mean_adv = jnp.sum(jnp.where(adv_valid, adv, 0)) / n
   metrics["reward"] = jnp.mean(r)
-  metrics["adv_std"] = jnp.sqrt(jnp.sum(jnp.where(adv_valid, (adv - mean_adv) ** 2, 0)) / n)
+  metrics["adv_std"] = _masked_std(adv, jnp.broadcast_to(valid[:, None], adv.shape))
   return loss, metrics
 
 

@@ -1,7 +1,13 @@
 """Shared fixtures of the trainer tests: a tiny config on the embedded dataset."""
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxseg import config as config_lib
+from jaxseg import models, optim, parallel
+from jaxseg.data import to_global_array
+from jaxseg.trainers import common
 
 
 @pytest.fixture(scope="session")
@@ -19,12 +25,7 @@ def _tiny_config(data_dir, **overrides):
   c.eval.max_examples = 2
   c.eval.panel_examples = 2
   c.batch_size = 8
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 
@@ -32,3 +33,39 @@ def _tiny_config(data_dir, **overrides):
 def tiny_config():
   """`tiny_config(data_dir, **{"a.b": value})` -> a seconds-long runlocal config."""
   return _tiny_config
+
+
+class _Info:
+  ignore_index, num_classes, class_weights = 255, 7, None
+
+
+def _one_step_on_1_and_8_devices(c, make_loss):
+  """One jitted update of the same state and batch on a 1- and an 8-device
+  mesh: [(metrics, params) on 1, (metrics, params) on 8]."""
+  assert jax.device_count() == 8
+  model = models.build_model(c.model, _Info.num_classes)
+  apply_fn = common.make_apply_fn(model)
+  params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)),
+                      train=False)["params"]
+  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
+           "label": rng.integers(0, 7, (8, 64, 64)).astype(np.int32)}
+  batch["label"][:, :4] = 255
+  results = []
+  for n in (1, 8):
+    mesh = parallel.make_data_mesh(n)
+    repl = parallel.replicated(mesh)
+    loss_fn = make_loss(config=c, apply_fn=apply_fn, info=_Info, mesh=mesh)
+    update = jax.jit(common.make_update_fn(loss_fn, tx, schedule),
+                     out_shardings=(repl, repl, repl))
+    state = jax.device_put(common.init_train_state(params, tx=tx, rng=jax.random.key(1)), repl)
+    state, metrics, finite = update(state, to_global_array(batch, parallel.batch_sharding(mesh)))
+    assert bool(finite)
+    results.append((jax.device_get(metrics), jax.device_get(state["params"])))
+  return results
+
+
+@pytest.fixture
+def one_step_on_1_and_8_devices():
+  return _one_step_on_1_and_8_devices

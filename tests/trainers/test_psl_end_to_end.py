@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from jaxseg import checkpoint as ckpt_lib
-from jaxseg import models, optim, parallel
-from jaxseg.data import to_global_array
+from jaxseg import optim
 from jaxseg.trainers import common, psl
 
 
@@ -83,31 +82,9 @@ def test_cold_start_reinitialises_only_the_classifier(data_dir, tiny_config, tmp
       np.testing.assert_array_equal(v, before[name], err_msg=name)
 
 
-def test_sharded_step_matches_single_device(data_dir, tiny_config):
-  assert jax.device_count() == 8
-  c = tiny_config(data_dir)
-  model = models.build_model(c.model, 7)
-  apply_fn = common.make_apply_fn(model)
-  params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)), train=False)["params"]
-  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
-
-  class Info:
-    ignore_index, num_classes, class_weights = 255, 7, None
-
-  update = common.make_update_fn(psl.make_loss(config=c, apply_fn=apply_fn, info=Info), tx, schedule)
-  rng = np.random.default_rng(0)
-  batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
-           "label": rng.integers(0, 7, (8, 64, 64)).astype(np.int32)}
-  batch["label"][:, :4] = 255
-  results = []
-  for n in (1, 8):
-    mesh = parallel.make_data_mesh(n)
-    repl = parallel.replicated(mesh)
-    state = jax.device_put(common.init_train_state(params, tx=tx, rng=jax.random.key(1)), repl)
-    step = jax.jit(update, out_shardings=(repl, repl, repl))
-    state, metrics, finite = step(state, to_global_array(batch, parallel.batch_sharding(mesh)))
-    assert bool(finite)
-    results.append((float(metrics["train/loss"]), jax.device_get(state["params"])))
+def test_sharded_step_matches_single_device(data_dir, tiny_config, one_step_on_1_and_8_devices):
+  results = [(float(m["train/loss"]), p) for m, p in
+             one_step_on_1_and_8_devices(tiny_config(data_dir), psl.make_loss)]
   assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                results[0][1], results[1][1])

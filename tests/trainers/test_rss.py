@@ -8,9 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg import models, optim, parallel, rewards
-from jaxseg.data import to_global_array
-from jaxseg.trainers import common, rss
+from jaxseg import rewards
+from jaxseg.trainers import rss
 
 IGNORE = 255
 
@@ -87,11 +86,11 @@ def test_nosync_normalises_each_shard_alone():
   rng = np.random.default_rng(0)
   r = jnp.asarray(rng.random((4, 3, 5)) * np.arange(1, 5)[:, None, None], jnp.float32)
   where = jnp.ones(r.shape, bool)
-  got = rss._sharded_normalize(r, where, groups=2, axis=None)
+  got = rss._sharded_normalize(r, where, groups=2)
   for g in range(2):
     np.testing.assert_allclose(got[2 * g:2 * g + 2],
                                rewards.normalize_advantages(r[2 * g:2 * g + 2]), atol=1e-5)
-  np.testing.assert_allclose(rss._sharded_normalize(r, where, groups=1, axis=None),
+  np.testing.assert_allclose(rss._sharded_normalize(r, where, groups=1),
                              rewards.normalize_advantages(r), atol=1e-6)
 
 
@@ -126,34 +125,12 @@ def test_bad_rss_config_names_the_key(tiny_config, data_dir, override, match):
 
 
 @pytest.mark.parametrize("level", ["pixel", "image"])
-def test_sharded_rss_step_matches_single_device(tiny_config, data_dir, level):
+def test_sharded_rss_step_matches_single_device(tiny_config, data_dir, level,
+                                                one_step_on_1_and_8_devices):
   """The whole step (sampling, SyncAN, PSD, update) on 8 devices == on 1."""
   c = tiny_config(data_dir, trainer="rss", **{
       "rss.level": level, "rss.psd": True, "rss.psr_scales": (0.25, 1.0)})
-  model = models.build_model(c.model, 7)
-  apply_fn = common.make_apply_fn(model)
-  params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)),
-                      train=False)["params"]
-  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
-
-  class Info:
-    ignore_index, num_classes, class_weights = 255, 7, None
-
-  rng = np.random.default_rng(0)
-  batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
-           "label": rng.integers(0, 7, (8, 64, 64)).astype(np.int32)}
-  batch["label"][:, :4] = 255
-  results = []
-  for n in (1, 8):
-    mesh = parallel.make_data_mesh(n)
-    repl = parallel.replicated(mesh)
-    loss_fn = rss.make_loss(config=c, apply_fn=apply_fn, info=Info, mesh=mesh)
-    update = jax.jit(common.make_update_fn(loss_fn, tx, schedule),
-                     out_shardings=(repl, repl, repl))
-    state = jax.device_put(common.init_train_state(params, tx=tx, rng=jax.random.key(1)), repl)
-    state, metrics, finite = update(state, to_global_array(batch, parallel.batch_sharding(mesh)))
-    assert bool(finite)
-    results.append((jax.device_get(metrics), jax.device_get(state["params"])))
+  results = one_step_on_1_and_8_devices(c, rss.make_loss)
   for k in results[0][0]:
     # Same samples and rewards; only float summation order differs (the loss is
     # a near-cancelling sum of mean-zero advantages, hence the absolute tolerance).
