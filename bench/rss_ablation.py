@@ -63,7 +63,7 @@ ROWS = {
 }
 DEFAULT_ROWS = ["psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_single_psd",
                 "psr_multi", "psr_multi_psd"]
-KEY_ROWS = ("psl", "pixel", "psr_single_psd")
+KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd")
 
 
 def load_config(arg: str):

@@ -5,6 +5,12 @@
 
 No flax, optax or config imports live under this package.
 """
+from jaxseg.rewards.context import (
+    context_reward,
+    improvement,
+    nstep_returns,
+    window_mean,
+)
 from jaxseg.rewards.semantic import (
     ScoreFn,
     action_log_probs,
@@ -23,14 +29,18 @@ from jaxseg.rewards.semantic import (
 __all__ = [
     "ScoreFn",
     "action_log_probs",
+    "context_reward",
     "downsample_labels",
     "downsample_logits",
     "entropy",
     "host_score",
     "image_miou",
+    "improvement",
     "normalize_advantages",
+    "nstep_returns",
     "pairwise_spatial_difference",
     "pixel_correctness",
     "sample_actions",
     "sample_scores",
+    "window_mean",
 ]
