@@ -57,6 +57,13 @@ def restore(mgr: ocp.CheckpointManager, abstract_state: Any,
   return mgr.restore(step, args=ocp.args.Composite(**args))["state"]
 
 
+def latest_step(workdir: str | pathlib.Path) -> int | None:
+  """The newest finished checkpoint step of a run's workdir, or None."""
+  p = pathlib.Path(workdir) / "checkpoints"
+  steps = [int(d.name) for d in p.iterdir() if re.fullmatch(r"\d+", d.name)] if p.is_dir() else []
+  return max(steps, default=None)
+
+
 def _resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
   """Accepts a workdir, its `checkpoints/` dir or one step's dir."""
   p = pathlib.Path(path).expanduser().absolute()

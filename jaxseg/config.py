@@ -50,6 +50,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.depthwise_impl = "auto"  # auto | shift (fast on CPU) | lax (grouped conv)
 
   c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adamw"  # adamw | sgd
+  c.optim.momentum = 0.9  # sgd only
   c.optim.lr = 1e-4
   c.optim.end_lr = 0.0
   c.optim.weight_decay = 0.05
@@ -88,6 +90,26 @@ def default_config() -> ml_collections.ConfigDict:
   c.rss.psd_std_normalize = False  # divide PSD advantages by their std
   c.rss.entropy_coef = 0.0  # entropy bonus
   c.rss.compare_psl = False  # also train PSL on the same budget and compare
+
+  # CiSS-Net, trainer "ciss" (SPEC §2; jaxseg/trainers/ciss.py). Paper values.
+  c.ciss = ml_collections.ConfigDict()
+  c.ciss.context = "policy"  # policy (CiSS-Net) | pmap (raw p-map) | none (baseline)
+  c.ciss.steps = 2  # T iterations unrolled in the train step (authors' code: 8)
+  c.ciss.inference_steps = 2  # t reported as val/miou
+  c.ciss.eval_steps = (0, 2, 4, 6)  # val/miou_t{t}
+  c.ciss.gamma = 0.9
+  c.ciss.window = (5, 5)  # reward window (Ch, Cw)
+  c.ciss.beta_correct = 0.4  # β1
+  c.ciss.beta_uncertain = 0.2  # β2
+  c.ciss.ce_weight = 1.0  # λ1
+  c.ciss.entropy_coef = 0.05  # λ2 (0.001 = "gated p-map")
+  c.ciss.value_coef = 1.0
+  c.ciss.rl_lr_factor = 0.1  # Bias Net + Context Net lr / Base Net lr
+  c.ciss.width = 512
+  c.ciss.context_dim = 256  # F_e channels per PPM bin
+  c.ciss.policy_dim = 64  # Context Net PPM channels per bin
+  c.ciss.dropout = 0.1
+  c.ciss.trunk_steps = 0  # no init_from: train the PSL trunk this long first
 
   c.eval = ml_collections.ConfigDict()
   c.eval.crop_size = ml_collections.FieldReference(None, field_type=tuple)  # None = data.crop_size

@@ -1,4 +1,4 @@
-"""AdamW with warm-up + poly decay and per-parameter learning-rate factors."""
+"""AdamW or SGD with warm-up + poly decay and per-parameter learning-rate factors."""
 from __future__ import annotations
 
 import re
@@ -34,26 +34,36 @@ def learning_rate_schedule(c: ml_collections.ConfigDict, total_steps: int):
       [optax.linear_schedule(0.0, c.lr, warmup), decay], [warmup])
 
 
-def lr_multiplier_tree(params, patterns: Sequence[tuple[str, float]]):
-  """Per-leaf factor: the first (regex, factor) whose regex matches the path."""
+def lr_multiplier_fn(patterns: Sequence[tuple[str, float]]):
+  """'a/b/kernel' path -> factor of the first (regex, factor) matching it, else 1."""
   compiled = [(re.compile(p), float(f)) for p, f in patterns]
 
-  def factor(path, _):
-    name = param_path(path)
+  def factor(name: str) -> float:
     for rx, f in compiled:
       if rx.fullmatch(name):
         return f
     return 1.0
 
-  return jax.tree_util.tree_map_with_path(factor, params)
+  return factor
 
 
-def scale_by_tree(factors) -> optax.GradientTransformation:
-  """Multiplies each update leaf by a fixed per-leaf factor."""
+def lr_multiplier_tree(params, patterns: Sequence[tuple[str, float]]):
+  """Per-leaf factor: the first (regex, factor) whose regex matches the path."""
+  factor = lr_multiplier_fn(patterns)
+  return jax.tree_util.tree_map_with_path(lambda path, _: factor(param_path(path)), params)
+
+
+def scale_by_path(patterns: Sequence[tuple[str, float]]) -> optax.GradientTransformation:
+  """Multiplies each update leaf by the factor its path's pattern gives.
+
+  Works on the partial trees `optax.multi_transform` passes (masked leaves are
+  empty nodes, so they are skipped)."""
+  factor = lr_multiplier_fn(patterns)
 
   def update_fn(updates, state, params=None):
     del params
-    return jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors), state
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u * jnp.asarray(factor(param_path(path)), u.dtype), updates), state
 
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
@@ -61,22 +71,35 @@ def scale_by_tree(factors) -> optax.GradientTransformation:
 def make_optimizer(
     c: ml_collections.ConfigDict, params, *, total_steps: int,
     classifier_pattern: str = r".*classifier.*"):
-  """clip → AdamW(schedule, decoupled weight decay on ≥2-D kernels) → lr factors.
+  """clip → AdamW (decoupled weight decay) or SGD with momentum (L2 weight
+  decay), on the schedule, decaying ≥2-D kernels only → lr factors.
 
   A factor f on a parameter multiplies its whole update, i.e. it trains with
   learning rate `f·lr(s)` (the RSS last-layer factor is one such pattern).
-  Returns (optimizer, schedule).
+  Parameters with factor 0 are frozen: they get no optimizer state and are
+  left out of gradient clipping (CiSS-Net's trunk). Returns (optimizer, schedule).
   """
   schedule = learning_rate_schedule(c, total_steps)
   patterns = [(classifier_pattern, c.last_layer_lr_factor)] + [
       (p, f) for p, f in c.lr_multipliers]
-  decay_mask = jax.tree.map(lambda p: p.ndim >= 2, params)
   chain = []
   if c.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(c.grad_clip_norm))
-  chain.append(optax.adamw(schedule, b1=c.b1, b2=c.b2,
-                           weight_decay=c.weight_decay, mask=decay_mask))
-  factors = lr_multiplier_tree(params, patterns)
-  if any(f != 1.0 for f in jax.tree.leaves(factors)):
-    chain.append(scale_by_tree(factors))
-  return optax.chain(*chain), schedule
+  decay_mask = lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
+  if c.name == "adamw":
+    chain.append(optax.adamw(schedule, b1=c.b1, b2=c.b2, weight_decay=c.weight_decay,
+                             mask=decay_mask))
+  elif c.name == "sgd":  # coupled L2 weight decay, as the PSPNet/CiSS-Net recipes
+    chain += [optax.add_decayed_weights(c.weight_decay, mask=decay_mask),
+              optax.sgd(schedule, momentum=c.momentum or None)]
+  else:
+    raise ValueError(f"config.optim.name={c.name!r} is unknown; choose adamw or sgd.")
+  factors = jax.tree.leaves(lr_multiplier_tree(params, patterns))
+  if any(f != 1.0 for f in factors):
+    chain.append(scale_by_path(patterns))
+  tx = optax.chain(*chain)
+  if any(f == 0.0 for f in factors):
+    labels = jax.tree.map(lambda f: "frozen" if f == 0.0 else "train",
+                          lr_multiplier_tree(params, patterns))
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+  return tx, schedule

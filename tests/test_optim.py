@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from jaxseg import config as config_lib
 from jaxseg import optim
@@ -54,3 +55,31 @@ def test_grad_clipping_bounds_the_update_input():
   tx = optax.clip_by_global_norm(1.0)
   upd, _ = tx.update({"w": jnp.full(4, 100.0)}, tx.init(params))
   np.testing.assert_allclose(optax.tree.norm(upd), 1.0, rtol=1e-6)
+
+
+def test_zero_factor_freezes_without_state_and_outside_clipping():
+  params = {"trunk": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones((2, 2))}}
+  c = _cfg(lr=1e-2, warmup_steps=0, weight_decay=0.1, grad_clip_norm=1.0,
+           lr_multipliers=(("trunk/.*", 0.0), ("head/.*", 0.5)))
+  tx, _ = optim.make_optimizer(c, params, total_steps=10)
+  state = tx.init(params)
+  # No Adam moments for the frozen trunk: only the head's 4 scalars per moment.
+  assert sum(x.size for x in jax.tree.leaves(state)) < 3 * 4 + 4
+  # A huge trunk gradient neither moves the trunk nor shrinks the head's update.
+  grads = {"trunk": {"kernel": jnp.full((2, 2), 1e6)}, "head": {"kernel": jnp.full((2, 2), 0.1)}}
+  upd, _ = jax.jit(tx.update)(grads, state, params)
+  np.testing.assert_array_equal(upd["trunk"]["kernel"], 0)
+  ref_tx, _ = optim.make_optimizer(_cfg(lr=1e-2, warmup_steps=0, weight_decay=0.1,
+                                        grad_clip_norm=1.0), params["head"], total_steps=10)
+  ref, _ = ref_tx.update(grads["head"], ref_tx.init(params["head"]), params["head"])
+  np.testing.assert_allclose(upd["head"]["kernel"], 0.5 * ref["kernel"], rtol=1e-6)
+
+
+def test_sgd_with_momentum_and_unknown_optimizer():
+  params = {"w": jnp.ones((2, 2))}
+  tx, _ = optim.make_optimizer(_cfg(name="sgd", lr=0.1, warmup_steps=0, weight_decay=0.0,
+                                    grad_clip_norm=0.0), params, total_steps=10)
+  upd, _ = tx.update({"w": jnp.ones((2, 2))}, tx.init(params), params)
+  np.testing.assert_allclose(upd["w"], -0.1 * np.ones((2, 2)), rtol=1e-6)
+  with pytest.raises(ValueError, match="optim.name='adam'"):
+    optim.make_optimizer(_cfg(name="adam"), params, total_steps=10)

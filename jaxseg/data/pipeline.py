@@ -228,6 +228,12 @@ _BUILDERS = {
 # Datasets the paper-scale configs name, with no loader of their own yet: what
 # they are, so a run fails saying what to provide instead of a bare KeyError.
 PLANNED_DATASETS = {
+    "ade20k": "ADE20K SceneParsing (20,210 train / 2,000 val images; 150 classes, ids "
+              "0-149, 255 = ignore, i.e. mmsegmentation's reduce_zero_label)",
+    "cityscapes": "Cityscapes fine (2,975 train / 500 val images; 19 classes as trainIds "
+                  "0-18, 255 = ignore)",
+    "pascal_context60": "Pascal Context 60 (4,998 train / 5,105 val images; 60 classes "
+                        "incl. background = 0, 255 = ignore)",
     "pascal_context": "Pascal Context 59 (4,998 train / 5,105 val images; 59 classes, "
                       "ids 0-58, 255 = ignore, as mmsegmentation's converter writes them)",
 }

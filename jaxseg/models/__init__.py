@@ -3,6 +3,8 @@
 Every model maps normalised images (B, H, W, 3) to float32 logits
 (B, H, W, num_classes) with `model.apply({"params": p}, x, train=...)`; the
 only variable collection is `params` and the only rng stream is 'dropout'.
+`apply(..., features_only=True)` returns the features the classifier reads
+(CiSS-Net's domain features X).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import ml_collections
 from jaxseg.models.convnext_v2 import CONVNEXT_V2_VARIANTS
 from jaxseg.models.convnext_v2 import ConvNeXtV2
 from jaxseg.models.convnext_v2 import build_convnext_v2
+from jaxseg.models.pspnet import PSPNet
+from jaxseg.models.pspnet import RESNET_DEPTHS
 from jaxseg.models.sfpnext import LinearHead
 from jaxseg.models.sfpnext import SFPNeXt
 
@@ -63,9 +67,24 @@ def _build_linear(config: ml_collections.ConfigDict,
                     dtype=_dtype(config))
 
 
+def _build_pspnet(config: ml_collections.ConfigDict,
+                  num_classes: int) -> nn.Module:
+  """`config.backbone` is one of RESNET_DEPTHS (resnet50, resnet101, resnet_debug);
+  `fpn_dim` is the PPM branch width, `head_dim` the feature (X) width."""
+  if config.backbone not in RESNET_DEPTHS:
+    raise ValueError(f"unknown pspnet backbone {config.backbone!r}; choose from "
+                     f"{sorted(RESNET_DEPTHS)}")
+  return PSPNet(
+      num_classes=num_classes, depths=RESNET_DEPTHS[config.backbone],
+      width=8 if config.backbone == "resnet_debug" else 64,
+      ppm_dim=config.get("fpn_dim", 512), head_dim=config.get("head_dim", 512),
+      dropout=config.get("dropout", 0.1), dtype=_dtype(config))
+
+
 MODELS: dict[str, Callable[[ml_collections.ConfigDict, int], nn.Module]] = {
     "sfpnext": _build_sfpnext,
     "linear": _build_linear,
+    "pspnet": _build_pspnet,
 }
 
 
@@ -73,8 +92,8 @@ def build_model(config: ml_collections.ConfigDict,
                 num_classes: int) -> nn.Module:
   """Builds `MODELS[config.name]`.
 
-  Config fields: name ("sfpnext" | "linear"), backbone ("convnext_v2_atto"
-  ... "convnext_v2_base"), drop_path_rate, fpn_dim, head_dim, attention,
+  Config fields: name ("sfpnext" | "linear" | "pspnet"), backbone
+  ("convnext_v2_atto" ... "convnext_v2_base"; pspnet: "resnet50" | "resnet101"), drop_path_rate, fpn_dim, head_dim, attention,
   dropout, dtype ("float32" | "bfloat16"); optional depthwise_impl
   ("auto" | "shift" | "lax").
   """
@@ -95,6 +114,8 @@ __all__ = [
     "ConvNeXtV2",
     "LinearHead",
     "MODELS",
+    "PSPNet",
+    "RESNET_DEPTHS",
     "SFPNeXt",
     "build_backbone",
     "build_model",

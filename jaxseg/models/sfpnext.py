@@ -163,7 +163,9 @@ class SFPNeXt(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: Array, *, train: bool) -> Array:
+  def __call__(self, images: Array, *, train: bool, features_only: bool = False) -> Array:
+    """Logits (B, H, W, num_classes); with `features_only`, the merged head
+    features (B, H/4, W/4, head_dim) the classifier reads (CiSS-Net's X)."""
     height, width = images.shape[1:3]
     if height % 32 or width % 32:
       raise ValueError(f"image size {height}x{width} not divisible by 32")
@@ -171,6 +173,8 @@ class SFPNeXt(nn.Module):
     pyramid = FPN(self.fpn_dim, attention=self.attention, dtype=self.dtype,
                   name="fpn")(tuple(features))
     x = SemanticHead(self.head_dim, dtype=self.dtype, name="head")(pyramid)
+    if features_only:
+      return x.astype(jnp.float32)
     if self.dropout > 0:
       x = nn.Dropout(self.dropout)(x, deterministic=not train)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
@@ -185,9 +189,11 @@ class LinearHead(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: Array, *, train: bool) -> Array:
+  def __call__(self, images: Array, *, train: bool, features_only: bool = False) -> Array:
     height, width = images.shape[1:3]
     features = self.backbone(images, train=train)
+    if features_only:
+      return features[-1].astype(jnp.float32)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
                      name="classifier")(features[-1])
     return resize_bilinear(logits.astype(jnp.float32), height, width)

@@ -122,6 +122,37 @@ def validate_config(c: ml_collections.ConfigDict, info, mesh) -> None:
     raise ValueError("config.total_steps and config.log_every must be positive.")
 
 
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+  """What a method may change in the shared loop besides its loss (all optional).
+
+  build_model(config, info) -> module        default: `models.build_model`
+  init_params(fresh_host_params, config) -> params
+                                             default: cold start from `init_from`
+  make_predict(model, config) -> (predict_fn(params, uint8 images) -> logits
+      (n, h, w, K·C), heads (K names), main head index)
+                                             default: the model's logits
+  make_panel(model, config, info) -> fn(params, images, labels) -> uint8 (H, W, 3)
+                                             default: image | label | prediction
+  """
+  build_model: Callable[..., Any] | None = None
+  init_params: Callable[..., Any] | None = None
+  make_predict: Callable[..., Any] | None = None
+  make_panel: Callable[..., Any] | None = None
+
+
+def cold_start(params, config: ml_collections.ConfigDict):
+  """Params of `config.init_from` merged into `params` (classifier re-initialised)."""
+  if not config.init_from:
+    return params
+  loaded = ckpt_lib.load_params(config.init_from)
+  merged, reinit = ckpt_lib.merge_init(
+      params, loaded, reinit_pattern=models_lib.CLASSIFIER_PATTERN)
+  logging.info("cold start from %s; re-initialised: %s", config.init_from,
+               reinit or "nothing")
+  return merged
+
+
 @dataclasses.dataclass
 class Run:
   """What the loop built: handy for tests and for methods that extend it."""
@@ -135,15 +166,20 @@ class Run:
 
 
 def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
-             panel_examples: int = 0, desc: str = "eval"):
+             panel_examples: int = 0, desc: str = "eval",
+             heads: tuple[str, ...] = ("",), main_head: int = 0):
   """Single-scale mIoU over `source`, sliding windows where an image is larger.
 
-  Returns (metrics dict, panel image or None).
+  `predict_fn` may return several predictions as `len(heads)` blocks of C
+  logits (CiSS-Net's steps t = 0, 2, ...): each named head adds `miou_NAME`,
+  `pixel_acc_NAME` and `mean_acc_NAME`; the plain keys (and the panel) are
+  those of `heads[main_head]`. Returns (metrics dict, panel image or None).
   """
   crop = tuple(config.eval.crop_size or config.data.crop_size)
   stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
   n = len(source) if not max_examples else min(max_examples, len(source))
-  cm = np.zeros((info.num_classes, info.num_classes), np.int64)
+  k = len(heads)
+  cms = np.zeros((k, info.num_classes, info.num_classes), np.int64)
   # Spread the panel over the split: neighbouring video frames look alike.
   panel_ids = set(np.linspace(0, n - 1, panel_examples).round().astype(int).tolist()
                   if panel_examples else [])
@@ -152,22 +188,49 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
     ex = source[i]
     logits = semantic.sliding_window_logits(
         functools.partial(predict_fn, params), ex["image"], crop_size=crop,
-        stride=stride, num_classes=info.num_classes, batch_size=config.eval.batch_size)
-    pred = logits.argmax(-1)
-    cm += np.asarray(semantic.confusion_matrix(
-        pred, np.asarray(ex["label"]).astype(np.int32), num_classes=info.num_classes,
-        ignore_index=info.ignore_index))
+        stride=stride, num_classes=k * info.num_classes, batch_size=config.eval.batch_size)
+    preds = logits.reshape(*logits.shape[:2], k, info.num_classes).argmax(-1)
+    label = np.asarray(ex["label"]).astype(np.int32)
+    for h in range(k):
+      cms[h] += np.asarray(semantic.confusion_matrix(
+          preds[..., h], label, num_classes=info.num_classes,
+          ignore_index=info.ignore_index))
     if i in panel_ids:
-      shown.append((ex["image"], ex["label"], pred))
+      shown.append((ex["image"], ex["label"], preds[..., main_head]))
   panel = None
   if shown:
     panel = plots.prediction_panel(*zip(*shown), num_classes=info.num_classes,
                                    ignore_index=info.ignore_index)
-  return semantic.metrics_from_confusion(cm, info.class_names), panel
+  metrics = semantic.metrics_from_confusion(cms[main_head], info.class_names)
+  for name, cm in zip(heads, cms):
+    if name:
+      m = semantic.metrics_from_confusion(cm)
+      metrics.update({f"{key}_{name}": m[key] for key in ("miou", "pixel_acc", "mean_acc")})
+  return metrics, panel
+
+
+def panel_examples(source, config, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+  """`eval.panel_examples` val images spread over the split, centre-cropped
+  (or zero/ignore-padded) to the eval crop: (n, h, w, 3), (n, h, w)."""
+  crop = tuple(config.eval.crop_size or config.data.crop_size)
+  n = config.eval.panel_examples
+  ids = np.linspace(0, len(source) - 1, n).round().astype(int)
+  images, labels = [], []
+  for i in ids:
+    ex = source[int(i)]
+    img, lab = np.asarray(ex["image"]), np.asarray(ex["label"])
+    y0, x0 = (max(0, (s - c) // 2) for s, c in zip(lab.shape, crop))
+    img, lab = img[y0:y0 + crop[0], x0:x0 + crop[1]], lab[y0:y0 + crop[0], x0:x0 + crop[1]]
+    pi = np.zeros((*crop, 3), img.dtype)
+    pl = np.full(crop, ignore_index, lab.dtype)
+    pi[:img.shape[0], :img.shape[1]], pl[:lab.shape[0], :lab.shape[1]] = img, lab
+    images.append(pi)
+    labels.append(pl)
+  return np.stack(images), np.stack(labels)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       *, make_loss: MakeLoss) -> Run:
+                       *, make_loss: MakeLoss, hooks: Hooks = Hooks()) -> Run:
   """Trains `config.total_steps` steps (resuming from `workdir`), evaluates."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +262,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                len(train_source), len(val_source), info.num_classes)
 
   # --- Model ------------------------------------------------------------------
-  model = models_lib.build_model(config.model, info.num_classes)
+  model = (hooks.build_model(config, info) if hooks.build_model
+           else models_lib.build_model(config.model, info.num_classes))
   crop = tuple(config.data.crop_size)
 
   def init_params(rng):
@@ -232,13 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = ckpt_lib.restore(mgr, abstract, train_iter)
     logging.info("resumed from step %d in %s", int(state["step"]), mgr.directory)
   else:
-    if config.init_from:
-      loaded = ckpt_lib.load_params(config.init_from)
-      merged, reinit = ckpt_lib.merge_init(
-          jax.device_get(params), loaded, reinit_pattern=models_lib.CLASSIFIER_PATTERN)
-      params = jax.device_put(merged, repl)
-      logging.info("cold start from %s; re-initialised: %s", config.init_from,
-                   reinit or "nothing")
+    params = jax.device_put(
+        (hooks.init_params or cold_start)(jax.device_get(params), config), repl)
     state = jax.jit(init_state, out_shardings=repl)(params)
   del params
 
@@ -248,9 +307,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   update_fn = make_update_fn(loss_fn, tx, schedule)
   update = jax.jit(update_fn, donate_argnums=0, out_shardings=(repl, repl, repl))
 
-  @jax.jit
-  def predict_fn(params, images):
-    return apply_fn(params, images, train=False)
+  if hooks.make_predict:
+    predict_fn, heads, main_head = hooks.make_predict(model, config)
+  else:
+    predict_fn, heads, main_head = jax.jit(
+        lambda params, images: apply_fn(params, images, train=False)), ("",), 0
+  panel_fn = hooks.make_panel(model, config, info) if hooks.make_panel else None
 
   # --- Evaluation -----------------------------------------------------------------
   writer = writer_lib.MetricWriter(workdir)
@@ -260,7 +322,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     metrics, panel = evaluate(
         state["params"], predict_fn=predict_fn, source=val_source, info=info,
         config=config, max_examples=config.eval.max_examples,
-        panel_examples=config.eval.panel_examples, desc=f"eval@{step}")
+        panel_examples=0 if panel_fn else config.eval.panel_examples,
+        desc=f"eval@{step}", heads=heads, main_head=main_head)
+    if panel_fn and config.eval.panel_examples:
+      panel = panel_fn(state["params"], *panel_examples(val_source, config, info.ignore_index))
     out = {f"val/{k}": v for k, v in metrics.items()}
     out["val/seconds"] = time.time() - t0
     writer.write(step, out)

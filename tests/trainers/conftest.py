@@ -39,11 +39,12 @@ class _Info:
   ignore_index, num_classes, class_weights = 255, 7, None
 
 
-def _one_step_on_1_and_8_devices(c, make_loss):
+def _one_step_on_1_and_8_devices(c, make_loss, build_model=None):
   """One jitted update of the same state and batch on a 1- and an 8-device
   mesh: [(metrics, params) on 1, (metrics, params) on 8]."""
   assert jax.device_count() == 8
-  model = models.build_model(c.model, _Info.num_classes)
+  model = (build_model(c, _Info) if build_model
+           else models.build_model(c.model, _Info.num_classes))
   apply_fn = common.make_apply_fn(model)
   params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)),
                       train=False)["params"]

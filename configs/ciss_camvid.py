@@ -1,0 +1,45 @@
+"""CiSS-Net on CamVid at CPU scale: the paper's Tab. 4 rows as variants.
+
+    python -m jaxseg.main --config=configs/ciss_camvid.py:ciss \
+        --workdir=/tmp/ciss_camvid --config.data.root=../shared/data/camvid
+
+One command runs every stage: the PSL trunk (configs/psl_camvid.py's model and
+recipe) is trained first into WORKDIR/trunk, or reused from there when it has
+finished, or taken from `trunk=DIR` / `--config.init_from=DIR`; then CiSS-Net
+trains into WORKDIR/ciss with the trunk frozen.
+
+VARIANT (after the colon, default `ciss`; add `,runlocal` for a smoke run):
+  baseline   no context: the Base Net alone on the frozen trunk
+  pmap       the raw p-map as context (every position kept, no RL)
+  gated      CiSS-Net with λ2 = 0.001 (Tab. 4's gated p-map)
+  ciss       CiSS-Net, λ2 = 0.05
+Options: `gamma=G` (Tab. 2), `entropy=L` (λ2, Tab. 3), `trunk=DIR`.
+`--config.data.root=PATH` (and `--config.data.ignore_index=N`) trains the same
+variant on any folder dataset, as in the foundation.
+"""
+import pathlib
+
+from jaxseg import config as config_lib
+from jaxseg.trainers import ciss
+
+
+def get_config(arg=None):
+  variant, args = config_lib.parse_variant(
+      arg, ciss.VARIANTS, default="ciss", options=ciss.CONFIG_OPTIONS)
+  c = config_lib.load_config_file(pathlib.Path(__file__).with_name("psl_camvid.py"))
+  c.ciss.trunk_steps = 2000
+  c.total_steps = 1000
+  c.eval_every = 250
+  c.checkpoint_every = 250
+  # Base/Bias/Context Nets at 1/8 of the paper's widths on the atto trunk's
+  # 64-channel stride-4 features (24 x 32 maps for 96 x 128 crops).
+  c.ciss.width = 64
+  c.ciss.context_dim = 32
+  c.ciss.policy_dim = 16
+  c.ciss.steps = 2
+  ciss.apply_variant(c, variant, args)
+  if "runlocal" in args:
+    c = config_lib.runlocal(c)
+    c.ciss.trunk_steps = 4
+    c.ciss.width, c.ciss.context_dim, c.ciss.policy_dim = 16, 8, 8
+  return c

@@ -1,0 +1,15 @@
+"""CiSS-Net on pascal_context60 at paper scale: configs/ciss_paper.py with dataset=pascal_context60.
+
+    python -m jaxseg.main --config=configs/ciss_pascal_context.py:VARIANT --workdir=/tmp/ciss_pascal_context
+
+VARIANT is baseline | pmap | gated | ciss, options gamma=G, entropy=L, trunk=DIR
+(see configs/ciss_paper.py).
+"""
+import pathlib
+
+from jaxseg import config as config_lib
+
+
+def get_config(arg=None):
+  return config_lib.load_config_file(pathlib.Path(__file__).with_name("ciss_paper.py"),
+                                     ",".join(filter(None, ["dataset=pascal_context60", arg])))

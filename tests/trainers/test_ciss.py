@@ -1,0 +1,152 @@
+"""CiSS-Net: gradients go where Eq. 7 says, the policy learns, the step shards,
+the trainer runs every stage and logs every step t."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxseg import config as config_lib
+from jaxseg import data as data_lib
+from jaxseg import optim
+from jaxseg.data.errors import DataError
+from jaxseg.trainers import ciss, common
+
+IGNORE = 255
+
+
+class Info:
+  num_classes, ignore_index, class_weights = 5, IGNORE, None
+
+
+def _config(tiny_config, data_dir, **kw):
+  return tiny_config(data_dir, trainer="ciss", **{
+      "ciss.width": 16, "ciss.context_dim": 8, "ciss.policy_dim": 8, **kw})
+
+
+def _setup(c, seed=0):
+  model = ciss.build_model(c, Info)
+  params = model.init({"params": jax.random.key(seed)}, jnp.zeros((1, 64, 64, 3)))["params"]
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(0, Info.num_classes, (2, 4, 4))
+  labels = np.repeat(np.repeat(coarse, 16, 1), 16, 2).astype(np.int32)
+  labels[:, :8] = IGNORE
+  batch = {"image": jnp.asarray(rng.integers(0, 255, (2, 64, 64, 3)), jnp.uint8),
+           "label": jnp.asarray(labels)}
+  return model, params, batch
+
+
+def _grad_norms(c, **kw):
+  model, params, batch = _setup(c)
+  loss_fn = ciss.make_loss(config=c, apply_fn=None, info=Info)
+  grads = jax.grad(lambda p: loss_fn(p, batch, jax.random.key(1), 0)[0])(params)
+  norm = lambda *names: float(optax.tree.norm({n: grads[n] for n in names}))
+  return {"trunk": norm("trunk"), "base": norm("base_conv", "base_classifier"),
+          "bias": norm("bias_net", "context_encoder"),
+          "context": norm("context_net", "policy_encoder")}
+
+
+def test_actor_critic_trains_only_the_context_net(tiny_config, data_dir):
+  """Without the cross-entropy (λ1 = 0) the policy, value and entropy terms
+  reach the Context Net only; with it, the S-Net learns; the trunk never."""
+  g = _grad_norms(_config(tiny_config, data_dir, **{"ciss.ce_weight": 0.0}))
+  assert g["trunk"] == 0 and g["base"] == 0 and g["bias"] == 0 and g["context"] > 0
+  g = _grad_norms(_config(tiny_config, data_dir))
+  assert g["trunk"] == 0 and g["base"] > 0 and g["bias"] > 0 and g["context"] > 0
+  g = _grad_norms(_config(tiny_config, data_dir, **{"ciss.context": "pmap"}))
+  assert g["bias"] > 0 and g["context"] == 0
+  g = _grad_norms(_config(tiny_config, data_dir, **{"ciss.context": "none"}))
+  assert g["base"] > 0 and g["bias"] == 0 and g["context"] == 0
+
+
+def test_policy_learns_the_rewarded_action(tiny_config, data_dir):
+  """With β2 = 2 (reward for "uncertain") the keep fraction falls; with β1 = 2
+  and perfect-looking context it would rise: here, the first."""
+  c = _config(tiny_config, data_dir, **{
+      "ciss.beta_uncertain": 2.0, "ciss.beta_correct": 0.0, "ciss.ce_weight": 0.0,
+      "ciss.entropy_coef": 0.0, "ciss.gamma": 0.0, "optim.lr": 1e-2,
+      "optim.warmup_steps": 0, "optim.grad_clip_norm": 0.0})
+  model, params, batch = _setup(c)
+  loss_fn = ciss.make_loss(config=c, apply_fn=None, info=Info)
+  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=1000)
+  update = jax.jit(common.make_update_fn(loss_fn, tx, schedule))
+  state = common.init_train_state(params, tx=tx, rng=jax.random.key(0))
+  keep = []
+  for _ in range(30):
+    state, metrics, finite = update(state, batch)
+    assert bool(finite)
+    keep.append(float(metrics["train/keep_fraction"]))
+  assert keep[0] > 0.3 and keep[-1] < 0.5 * keep[0], keep
+
+
+def test_sharded_ciss_step_matches_single_device(tiny_config, data_dir,
+                                                 one_step_on_1_and_8_devices):
+  c = _config(tiny_config, data_dir, **{"ciss.steps": 3})
+  results = one_step_on_1_and_8_devices(c, ciss.make_loss, build_model=ciss.build_model)
+  for k in results[0][0]:
+    np.testing.assert_allclose(results[0][0][k], results[1][0][k], rtol=1e-3, atol=1e-4,
+                               err_msg=k)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
+               results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"ciss.context": "gate"}, "ciss.context='gate'"),
+    ({"ciss.window": (4, 5)}, "ciss.window"),
+    ({"ciss.gamma": 1.5}, "ciss.gamma"),
+    ({"ciss.width": 24}, "ciss.width"),
+])
+def test_bad_ciss_config_names_the_key(tiny_config, data_dir, override, match):
+  with pytest.raises(ValueError, match=match):
+    ciss.make_loss(config=_config(tiny_config, data_dir, **override), apply_fn=None,
+                   info=Info)
+
+
+def test_trainer_runs_trunk_then_ciss_and_logs_every_step_t(tiny_config, data_dir, tmp_path):
+  c = _config(tiny_config, data_dir, **{"ciss.trunk_steps": 2, "ciss.eval_steps": (0, 2, 3)})
+  run = ciss.train_and_evaluate(c, str(tmp_path))
+  records = [json.loads(l) for l in (tmp_path / "ciss" / "metrics.jsonl").read_text().splitlines()]
+  val = [r for r in records if "val/miou" in r][-1]
+  for t in (0, 2, 3):
+    assert 0 <= val[f"val/miou_t{t}"] <= 1
+  assert val["val/miou"] == val["val/miou_t2"]  # ciss.inference_steps
+  train = [r for r in records if "train/loss" in r][-1]
+  for key in ("train/reward", "train/value_loss", "train/policy_loss", "train/entropy",
+              "train/keep_fraction", "train/ce_t0", "train/ce_t2", "train/return"):
+    assert np.isfinite(train[key]), key
+  assert list((tmp_path / "ciss" / "panels").glob("*.png"))
+  # The trunk is the PSL checkpoint, unchanged by CiSS training (frozen).
+  from jaxseg import checkpoint as ckpt_lib
+  trunk = ckpt_lib.load_params(tmp_path / "trunk")
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.state["params"]["trunk"]),
+               {k: v for k, v in trunk.items() if k in run.state["params"]["trunk"]})
+  # A second command reuses the finished trunk and the finished CiSS run.
+  before = (tmp_path / "trunk" / "metrics.jsonl").read_text().count("train/loss")
+  ciss.train_and_evaluate(c, str(tmp_path))
+  assert (tmp_path / "trunk" / "metrics.jsonl").read_text().count("train/loss") == before
+
+
+def test_needs_a_trunk(tiny_config, data_dir, tmp_path):
+  with pytest.raises(ValueError, match="config.init_from"):
+    ciss.train_and_evaluate(_config(tiny_config, data_dir), str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["ciss_ade20k", "ciss_cityscapes", "ciss_pascal_context"])
+def test_paper_configs_say_what_data_they_expect(name):
+  c = config_lib.load_config_file(f"configs/{name}.py", "gated,gamma=0.3")
+  assert c.trainer == "ciss" and c.ciss.entropy_coef == 0.001 and c.ciss.gamma == 0.3
+  assert c.model.name == "pspnet" and c.optim.name == "sgd"
+  with pytest.raises(DataError, match="--config.data.name=folder"):
+    data_lib.get_source(c.data, "train")
+
+
+def test_camvid_variants_and_typos():
+  get = lambda a: config_lib.load_config_file("configs/ciss_camvid.py", a)
+  assert get("baseline").ciss.context == "none"
+  assert get("pmap").ciss.context == "pmap"
+  assert get("ciss,entropy=0.02").ciss.entropy_coef == 0.02
+  assert get("ciss,trunk=/x").init_from == "/x"
+  with pytest.raises(ValueError, match="gama"):
+    get("ciss,gama=0.1")
