@@ -1,6 +1,7 @@
 """Benchmark: compile time and images/s of the PSL train step.
 
-    python bench/train_step.py [--json out.json] [--torch] [--rss] [--only NAME] [--steps N]
+    python bench/train_step.py [--json out.json] [--torch] [--rss] [--ciss] [--only NAME]
+        [--steps N]
 
 Rows (all with AdamW and the full jitted, donated update the trainer uses):
   sfpnext_nano_512      SFPNeXt + ConvNeXt-V2-nano, 512×512, batch 2
@@ -18,6 +19,11 @@ With `--rss`, every row is also timed with the RSS losses on the same model,
 batch and labels, in the same run: pixel-level (N=4, SyncAN) and image-level
 (PSR 1/16, 1/8, 1/4, 1 + PSD, N=4); the last column is then the step time as a
 multiple of the PSL step (targets at nano 512×512: pixel ≤ 1.1×, image ≤ 1.25×).
+
+With `--ciss`, every row is also timed as a CiSS-Net step (T = 2, policy
+context) on that model as its frozen trunk, against the PSL step of the same
+trunk (configs/ciss_camvid.py's net widths on camvid_cpu, the paper's 512/256/64
+elsewhere).
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from jaxseg import config as config_lib  # noqa: E402
 from jaxseg import models, optim  # noqa: E402
-from jaxseg.trainers import common, psl, rss  # noqa: E402
+from jaxseg.trainers import ciss, common, psl, rss  # noqa: E402
 
 
 class _Info:
@@ -63,12 +69,19 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
   return c, *{"linear_nano_96x128": (96, 128, 8), "linear_nano_512": (512, 512, 2)}[name]
 
 
-METHODS = ("psl", "rss_pixel", "rss_image")
+METHODS = ("psl", "rss_pixel", "rss_image", "ciss_t2")
 
 
 def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
   c, h, w, b = jax_config(name)
-  model = models.build_model(c.model, num_classes)
+  if method == "ciss_t2":
+    if name != "camvid_cpu":
+      c.ciss.width, c.ciss.context_dim, c.ciss.policy_dim = 512, 256, 64
+    c.ciss.steps = 2
+    c.optim.lr_multipliers = ((ciss.TRUNK_PATTERN, 0.0), (ciss.RL_PATTERN, 0.1))
+    model = ciss.build_model(c, _Info(num_classes))
+  else:
+    model = models.build_model(c.model, num_classes)
   apply_fn = common.make_apply_fn(model)
   params = jax.jit(lambda r: model.init({"params": r}, jnp.zeros((1, h, w, 3)),
                                         train=False)["params"])(jax.random.key(0))
@@ -77,6 +90,8 @@ def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") 
   c.data.crop_size = (h, w)
   if method == "psl":
     loss_fn = psl.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
+  elif method == "ciss_t2":
+    loss_fn = ciss.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
   else:
     rss.apply_variant(c, "pixel" if method == "rss_pixel" else "psr_multi_psd")
     c.rss.num_samples = 4
@@ -175,6 +190,7 @@ def main() -> None:
   p.add_argument("--json", help="also write the records to this file")
   p.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
   p.add_argument("--rss", action="store_true", help="time the RSS steps beside PSL")
+  p.add_argument("--ciss", action="store_true", help="time the CiSS-Net T=2 step beside PSL")
   p.add_argument("--only", nargs="*", help="row names to run")
   p.add_argument("--steps", type=int, default=5)
   args = p.parse_args()
@@ -190,7 +206,9 @@ def main() -> None:
   for name in names:
     rows = [time_jax(name, args.steps)]
     if args.rss:
-      rows += [time_jax(name, args.steps, method=m) for m in METHODS[1:]]
+      rows += [time_jax(name, args.steps, method=m) for m in METHODS[1:3]]
+    if args.ciss:
+      rows.append(time_jax(name, args.steps, method="ciss_t2"))
     if args.torch and name.startswith("linear"):
       ref = time_torch(name, args.steps)
       if ref is None:

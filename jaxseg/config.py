@@ -95,6 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.ciss = ml_collections.ConfigDict()
   c.ciss.context = "policy"  # policy (CiSS-Net) | pmap (raw p-map) | none (baseline)
   c.ciss.steps = 2  # T iterations unrolled in the train step (authors' code: 8)
+  c.ciss.rollout = "auto"  # scan | unroll | auto (unroll on CPU, scan elsewhere)
   c.ciss.inference_steps = 2  # t reported as val/miou
   c.ciss.eval_steps = (0, 2, 4, 6)  # val/miou_t{t}
   c.ciss.gamma = 0.9
