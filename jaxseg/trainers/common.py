@@ -173,13 +173,16 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
   `predict_fn` may return several predictions as `len(heads)` blocks of C
   logits (CiSS-Net's steps t = 0, 2, ...): each named head adds `miou_NAME`,
   `pixel_acc_NAME` and `mean_acc_NAME`; the plain keys (and the panel) are
-  those of `heads[main_head]`. Returns (metrics dict, panel image or None).
+  those of `heads[main_head]`. Examples with an "instance" map (ids > 0 per
+  object, Cityscapes-style) add the instance-level `iiou` of the main head.
+  Returns (metrics dict, panel image or None).
   """
   crop = tuple(config.eval.crop_size or config.data.crop_size)
   stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
   n = len(source) if not max_examples else min(max_examples, len(source))
   k = len(heads)
   cms = np.zeros((k, info.num_classes, info.num_classes), np.int64)
+  inst_rows, fps = [], np.zeros(info.num_classes, np.int64)
   # Spread the panel over the split: neighbouring video frames look alike.
   panel_ids = set(np.linspace(0, n - 1, panel_examples).round().astype(int).tolist()
                   if panel_examples else [])
@@ -191,6 +194,12 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
         stride=stride, num_classes=k * info.num_classes, batch_size=config.eval.batch_size)
     preds = logits.reshape(*logits.shape[:2], k, info.num_classes).argmax(-1)
     label = np.asarray(ex["label"]).astype(np.int32)
+    if "instance" in ex:  # Cityscapes-style instance ids: iIoU of the main head
+      inst, fp = semantic.instance_stats(preds[..., main_head], label, ex["instance"],
+                                         num_classes=info.num_classes,
+                                         ignore_index=info.ignore_index)
+      inst_rows.append(inst)
+      fps += fp
     for h in range(k):
       cms[h] += np.asarray(semantic.confusion_matrix(
           preds[..., h], label, num_classes=info.num_classes,
@@ -202,6 +211,9 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
     panel = plots.prediction_panel(*zip(*shown), num_classes=info.num_classes,
                                    ignore_index=info.ignore_index)
   metrics = semantic.metrics_from_confusion(cms[main_head], info.class_names)
+  if inst_rows:
+    metrics.update(semantic.iiou_from_stats(np.concatenate(inst_rows), fps,
+                                            info.num_classes, info.class_names))
   for name, cm in zip(heads, cms):
     if name:
       m = semantic.metrics_from_confusion(cm)

@@ -74,3 +74,57 @@ def test_sliding_window_pads_small_images():
       lambda c: np.repeat(c[..., :1].astype(np.float32), 2, -1), image,
       crop_size=(32, 32), stride=(16, 16), num_classes=2, batch_size=2)
   assert out.shape == (10, 12, 2) and np.all(out == 1)
+
+
+def _ref_iiou(images, num_classes, ignore=255):
+  """Brute force: per-pixel weights avg_size(c) / size(instance)."""
+  sizes = {}  # (image, id) -> (class, size)
+  for n, (pred, lab, ins) in enumerate(images):
+    for k in np.unique(ins):
+      if k == 0:
+        continue
+      m = (ins == k) & (lab != ignore)
+      if m.sum():
+        sizes[(n, k)] = (np.bincount(lab[m]).argmax(), m.sum())
+  avg = {c: np.mean([s for cc, s in sizes.values() if cc == c])
+         for c in {cc for cc, _ in sizes.values()}}
+  out = []
+  for c in range(num_classes):
+    if c not in avg:
+      continue
+    tp = fn = fp = 0.0
+    for n, (pred, lab, ins) in enumerate(images):
+      for y in range(lab.shape[0]):
+        for x in range(lab.shape[1]):
+          if lab[y, x] == ignore:
+            continue
+          if pred[y, x] == c and lab[y, x] != c:
+            fp += 1
+          key = (n, ins[y, x])
+          if ins[y, x] > 0 and sizes[key][0] == c:
+            w = avg[c] / sizes[key][1]
+            if pred[y, x] == c:
+              tp += w
+            else:
+              fn += w
+    out.append(tp / (tp + fp + fn))
+  return np.mean(out)
+
+
+def test_iiou_matches_brute_force():
+  rng = np.random.default_rng(0)
+  images = []
+  for _ in range(3):
+    lab = rng.integers(0, 3, (6, 7))
+    ins = np.where(lab > 0, rng.integers(0, 4, (6, 7)) + 10 * lab, 0)  # class-pure ids
+    lab[rng.random((6, 7)) < 0.1] = 255
+    pred = np.where(rng.random((6, 7)) < 0.6, np.minimum(lab, 2), rng.integers(0, 3, (6, 7)))
+    images.append((pred, lab, ins))
+  rows, fps = [], np.zeros(3, np.int64)
+  for pred, lab, ins in images:
+    inst, fp = semantic.instance_stats(pred, lab, ins, num_classes=3)
+    rows.append(inst)
+    fps += fp
+  got = semantic.iiou_from_stats(np.concatenate(rows), fps, 3)
+  np.testing.assert_allclose(got["iiou"], _ref_iiou(images, 3), rtol=1e-10)
+  assert "iiou/0" not in got  # class 0 has no instances

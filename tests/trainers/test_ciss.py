@@ -150,3 +150,27 @@ def test_camvid_variants_and_typos():
   assert get("ciss,trunk=/x").init_from == "/x"
   with pytest.raises(ValueError, match="gama"):
     get("ciss,gama=0.1")
+
+
+def test_evaluate_splits_heads_and_adds_iiou(tiny_config, data_dir):
+  """Two heads: a perfect one and an all-zero one; instances give iIoU."""
+  rng = np.random.default_rng(0)
+  lab = rng.integers(0, 3, (2, 16, 16)).astype(np.int32)
+  source = [{"image": np.zeros((16, 16, 3), np.uint8), "label": l,
+             "instance": np.where(l > 0, 1 + l, 0)} for l in lab]
+
+  class Info3:
+    num_classes, ignore_index, class_names = 3, IGNORE, ["a", "b", "c"]
+
+  def predict(params, images):
+    del params
+    perfect = jax.nn.one_hot(jnp.asarray(lab[:1]).repeat(images.shape[0], 0), 3) * 10
+    zero = jnp.zeros_like(perfect).at[..., 0].set(10.0)
+    return jnp.concatenate([perfect, zero], -1)
+
+  c = tiny_config(data_dir, **{"data.crop_size": (16, 16), "eval.crop_size": (16, 16)})
+  metrics, _ = common.evaluate(None, predict_fn=predict, source=source[:1], info=Info3,
+                               config=c, heads=("t0", "t2"), main_head=1)
+  assert metrics["miou_t0"] == 1.0 and metrics["pixel_acc_t0"] == 1.0
+  assert metrics["miou"] == metrics["miou_t2"] < 0.5
+  assert metrics["iiou"] == 0.0  # the main head never predicts classes 1, 2
