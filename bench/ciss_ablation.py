@@ -46,6 +46,9 @@ ROWS = {
     # Tab. 2 (γ) and Tab. 3 (λ2).
     **{f"gamma{g}": (f"ciss,gamma={g}", {}) for g in (0.1, 0.3)},
     **{f"entropy{e}": (f"ciss,entropy={e}", {}) for e in (0.005, 0.01, 0.02)},
+    # The paper's Bias and Context Net learning rate, 1/10 of the Base Net's
+    # (configs/ciss_camvid.py uses 1: measured better under AdamW here).
+    **{f"{v}_rl0.1": (v, {"ciss.rl_lr_factor": 0.1}) for v in ("pmap", "gated", "ciss")},
 }
 DEFAULT_ROWS = ["baseline", "pmap", "gated", "ciss"]
 TS = (0, 2, 4, 6)

@@ -1,4 +1,5 @@
-"""CiSS-Net at paper scale (Tab. 1-4): `dataset=ade20k|cityscapes|pascal_context60`.
+"""CiSS-Net at paper scale (Tab. 1-4): `dataset=ade20k|cityscapes|pascal_context60`
+(default ade20k).
 
     python -m jaxseg.main --config=configs/ciss_paper.py:ciss,dataset=cityscapes \
         --workdir=/tmp/ciss_cityscapes [--config.init_from=PSPNET_PSL_RUN]
@@ -28,7 +29,7 @@ DATASETS = {
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
       arg, ciss.VARIANTS, default="ciss", options=ciss.CONFIG_OPTIONS + ("dataset",))
-  dataset = args.get("dataset", "")
+  dataset = args.get("dataset", "ade20k")
   if dataset not in DATASETS:
     raise ValueError(f"configs/ciss_paper.py needs dataset=NAME with NAME one of "
                      f"{sorted(DATASETS)}; got {dataset!r}.")
