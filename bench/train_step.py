@@ -75,8 +75,9 @@ METHODS = ("psl", "rss_pixel", "rss_image", "ciss_t2")
 def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
   c, h, w, b = jax_config(name)
   if method == "ciss_t2":
-    if name != "camvid_cpu":
-      c.ciss.width, c.ciss.context_dim, c.ciss.policy_dim = 512, 256, 64
+    if name == "camvid_cpu":
+      c.ciss = config_lib.load_config_file(
+          pathlib.Path(__file__).resolve().parents[1] / "configs/ciss_camvid.py").ciss
     c.ciss.steps = 2
     c.optim.lr_multipliers = ((ciss.TRUNK_PATTERN, 0.0), (ciss.RL_PATTERN, 0.1))
     model = ciss.build_model(c, _Info(num_classes))
