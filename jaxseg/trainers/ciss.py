@@ -158,7 +158,8 @@ def rollout_unrolled(rollout: str) -> bool:
 
 
 def make_loss(*, config, apply_fn, info, mesh=None):
-  """The CiSS-Net loss (Eq. 7) with the T-step rollout unrolled by `lax.scan`."""
+  """The CiSS-Net loss (Eq. 7) with the T-step rollout inside (`lax.scan` or a
+  static unroll, `ciss.rollout`)."""
   del apply_fn, mesh
   validate(config)
   cc = config.ciss
@@ -329,8 +330,7 @@ def trunk_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 def load_trunk(params, config):
   """Fresh CiSS params with `params["trunk"]` from the PSL checkpoint `init_from`."""
   loaded = ckpt_lib.load_params(config.init_from)
-  merged, reinit = ckpt_lib.merge_init(params["trunk"], loaded, reinit_pattern="^$")
-  del reinit
+  merged, _ = ckpt_lib.merge_init(params["trunk"], loaded, reinit_pattern="^$")
   logging.info("CiSS-Net trunk from %s (frozen)", config.init_from)
   return {**params, "trunk": merged}
 

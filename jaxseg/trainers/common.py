@@ -173,7 +173,7 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
   `predict_fn` may return several predictions as `len(heads)` blocks of C
   logits (CiSS-Net's steps t = 0, 2, ...): each named head adds `miou_NAME`,
   `pixel_acc_NAME` and `mean_acc_NAME`; the plain keys (and the panel) are
-  those of `heads[main_head]`. Examples with an "instance" map (ids > 0 per
+  those of `heads[main_head]`. Examples with an "instances" map (ids > 0 per
   object, Cityscapes-style) add the instance-level `iiou` of the main head.
   Returns (metrics dict, panel image or None).
   """
@@ -194,8 +194,8 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
         stride=stride, num_classes=k * info.num_classes, batch_size=config.eval.batch_size)
     preds = logits.reshape(*logits.shape[:2], k, info.num_classes).argmax(-1)
     label = np.asarray(ex["label"]).astype(np.int32)
-    if "instance" in ex:  # Cityscapes-style instance ids: iIoU of the main head
-      inst, fp = semantic.instance_stats(preds[..., main_head], label, ex["instance"],
+    if "instances" in ex:  # instance ids (Cityscapes-style): iIoU of the main head
+      inst, fp = semantic.instance_stats(preds[..., main_head], label, ex["instances"],
                                          num_classes=info.num_classes,
                                          ignore_index=info.ignore_index)
       inst_rows.append(inst)

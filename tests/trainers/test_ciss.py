@@ -157,7 +157,7 @@ def test_evaluate_splits_heads_and_adds_iiou(tiny_config, data_dir):
   rng = np.random.default_rng(0)
   lab = rng.integers(0, 3, (2, 16, 16)).astype(np.int32)
   source = [{"image": np.zeros((16, 16, 3), np.uint8), "label": l,
-             "instance": np.where(l > 0, 1 + l, 0)} for l in lab]
+             "instances": np.where(l > 0, 1 + l, 0)} for l in lab]
 
   class Info3:
     num_classes, ignore_index, class_names = 3, IGNORE, ["a", "b", "c"]
