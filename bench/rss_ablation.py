@@ -56,6 +56,8 @@ ROWS = {
     # Making multi-scale work: the coarse-to-fine schedule, coarse-heavy weights.
     "psr_multi_psd_c2f": ("psr_multi_psd", {"rss.psr_schedule": "coarse_to_fine"}),
     "psr_multi_psd_coarse": ("psr_multi_psd", {"rss.psr_weights": (1.0, 1.0, 0.5, 0.25)}),
+    # More samples per image (the image-level target probe).
+    "psr_single_n8": ("psr_single", {"rss.num_samples": 8}),
     # Tab. 3: last-layer learning-rate factor (best image-level row).
     **{f"lr{f}": ("psr_single_psd,lr_factor=" + str(f), {}) for f in (1, 4, 40, 400)},
     # Cold start from PSL on the embedded dataset (trained first, see --cold-steps).
@@ -63,7 +65,7 @@ ROWS = {
 }
 DEFAULT_ROWS = ["psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_single_psd",
                 "psr_multi", "psr_multi_psd"]
-KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd")
+KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd", "psr_single_n8")
 
 
 def load_config(arg: str):
