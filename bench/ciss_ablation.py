@@ -30,7 +30,6 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxseg import checkpoint as ckpt_lib  # noqa: E402
 from jaxseg import config as config_lib  # noqa: E402
 from jaxseg import plots  # noqa: E402
 from jaxseg import trainers  # noqa: E402
@@ -62,11 +61,9 @@ def train_trunk(out: pathlib.Path, args) -> pathlib.Path:
   c = load_config("ciss")
   c.data.root = args.root
   c.ciss.trunk_steps = args.trunk_steps
-  trunk = out / "trunk"
-  if (ckpt_lib.latest_step(trunk) or 0) < args.trunk_steps:
-    t0 = time.time()
-    trainers.get_trainer("psl")(ciss.trunk_config(c), str(trunk))
-    print(f"trunk: {args.trunk_steps} PSL steps in {(time.time() - t0) / 60:.1f} min")
+  t0 = time.time()
+  trunk = ciss.ensure_trunk(c, out / "trunk")
+  print(f"trunk: {args.trunk_steps} PSL steps ready after {(time.time() - t0) / 60:.1f} min")
   return trunk
 
 

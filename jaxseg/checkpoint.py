@@ -57,11 +57,17 @@ def restore(mgr: ocp.CheckpointManager, abstract_state: Any,
   return mgr.restore(step, args=ocp.args.Composite(**args))["state"]
 
 
+def _steps(directory: pathlib.Path) -> list[int]:
+  """Sorted finished step numbers under a `checkpoints/` dir (orbax's
+  in-progress `N.orbax-checkpoint-tmp-*` dirs do not count)."""
+  if not directory.is_dir():
+    return []
+  return sorted(int(d.name) for d in directory.iterdir() if re.fullmatch(r"\d+", d.name))
+
+
 def latest_step(workdir: str | pathlib.Path) -> int | None:
   """The newest finished checkpoint step of a run's workdir, or None."""
-  p = pathlib.Path(workdir) / "checkpoints"
-  steps = [int(d.name) for d in p.iterdir() if re.fullmatch(r"\d+", d.name)] if p.is_dir() else []
-  return max(steps, default=None)
+  return max(_steps(pathlib.Path(workdir) / "checkpoints"), default=None)
 
 
 def _resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
@@ -73,7 +79,7 @@ def _resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
     p = p / "checkpoints"
   if (p / "state").is_dir() and re.fullmatch(r"\d+", p.name):
     return p.parent, int(p.name)
-  steps = sorted(int(d.name) for d in p.iterdir() if re.fullmatch(r"\d+", d.name))
+  steps = _steps(p)
   if not steps:
     raise CheckpointError(f"init_from: no checkpoint steps under {p}.")
   return p, steps[-1]

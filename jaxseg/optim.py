@@ -94,12 +94,11 @@ def make_optimizer(
               optax.sgd(schedule, momentum=c.momentum or None)]
   else:
     raise ValueError(f"config.optim.name={c.name!r} is unknown; choose adamw or sgd.")
-  factors = jax.tree.leaves(lr_multiplier_tree(params, patterns))
-  if any(f != 1.0 for f in factors):
+  factors = lr_multiplier_tree(params, patterns)
+  if any(f != 1.0 for f in jax.tree.leaves(factors)):
     chain.append(scale_by_path(patterns))
   tx = optax.chain(*chain)
-  if any(f == 0.0 for f in factors):
-    labels = jax.tree.map(lambda f: "frozen" if f == 0.0 else "train",
-                          lr_multiplier_tree(params, patterns))
+  if any(f == 0.0 for f in jax.tree.leaves(factors)):
+    labels = jax.tree.map(lambda f: "frozen" if f == 0.0 else "train", factors)
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule

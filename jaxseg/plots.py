@@ -31,20 +31,27 @@ def colorize(label: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarr
   return out
 
 
+def tile_rows(rows: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+  """Rows of (H, W_i, 3) uint8 tiles as one image: tiles side by side with 4 px
+  white separators, rows padded to the widest, each followed by a 4 px gap."""
+  out = []
+  for tiles in rows:
+    sep = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
+    out.append(np.concatenate(
+        [x for t in tiles for x in (np.asarray(t, np.uint8), sep)][:-1], axis=1))
+  width = max(r.shape[1] for r in out)
+  out = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+         for r in out]
+  return np.concatenate(out, axis=0)
+
+
 def prediction_panel(
     images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     preds: Sequence[np.ndarray], *, num_classes: int, ignore_index: int) -> np.ndarray:
   """Rows of [image | label | prediction] as one uint8 (H, W, 3) array."""
-  rows = []
-  for img, lab, pr in zip(images, labels, preds):
-    sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
-    rows.append(np.concatenate(
-        [np.asarray(img, np.uint8), sep, colorize(lab, num_classes, ignore_index),
-         sep, colorize(pr, num_classes, ignore_index)], axis=1))
-  width = max(r.shape[1] for r in rows)
-  rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-          for r in rows]
-  return np.concatenate(rows, axis=0)
+  return tile_rows([[img, colorize(lab, num_classes, ignore_index),
+                     colorize(pr, num_classes, ignore_index)]
+                    for img, lab, pr in zip(images, labels, preds)])
 
 
 def save_png(path: str | pathlib.Path, image: np.ndarray) -> None:

@@ -22,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.pspnet import PPM, ConvNormAct
+from jaxseg.models.pspnet import PPM
+from jaxseg.models.sfpnext import ConvNormAct
 
 Array = jax.Array
 Dtype = Any

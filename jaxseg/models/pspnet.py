@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.models.sfpnext import num_groups, resize_bilinear
+from jaxseg.models.sfpnext import ConvNormAct, resize_bilinear
 
 Array = jax.Array
 Dtype = Any
@@ -47,28 +47,6 @@ def adaptive_avg_pool(x: Array, bins: int) -> Array:
   ph = jnp.asarray(_bin_matrix(x.shape[1], bins), x.dtype)
   pw = jnp.asarray(_bin_matrix(x.shape[2], bins), x.dtype)
   return jnp.einsum("ih,jw,bhwc->bijc", ph, pw, x)
-
-
-class ConvNormAct(nn.Module):
-  """conv (k×k, stride, dilation) → GroupNorm (groups of `group_size` channels
-  when set, else up to 32 groups) → ReLU (optional)."""
-  features: int
-  kernel: int = 3
-  stride: int = 1
-  dilation: int = 1
-  act: bool = True
-  group_size: int = 0
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
-                padding="SAME", kernel_dilation=self.dilation, use_bias=False,
-                dtype=self.dtype, name="conv")(x)
-    groups = (max(1, self.features // self.group_size) if self.group_size
-              else num_groups(self.features))
-    x = nn.GroupNorm(num_groups=groups, dtype=self.dtype, name="norm")(x)
-    return nn.relu(x) if self.act else x
 
 
 class PPM(nn.Module):

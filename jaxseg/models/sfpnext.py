@@ -46,18 +46,26 @@ def upsample2x(x: Array) -> Array:
   return resize_bilinear(x, 2 * x.shape[1], 2 * x.shape[2])
 
 
-class ConvGNReLU(nn.Module):
-  """conv3x3 -> GroupNorm -> ReLU."""
+class ConvNormAct(nn.Module):
+  """conv (k×k, stride, dilation) → GroupNorm (groups of `group_size` channels
+  when set, else up to 32 groups) → ReLU (optional)."""
   features: int
+  kernel: int = 3
+  stride: int = 1
+  dilation: int = 1
+  act: bool = True
+  group_size: int = 0
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False,
+    x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
+                padding="SAME", kernel_dilation=self.dilation, use_bias=False,
                 dtype=self.dtype, name="conv")(x)
-    x = nn.GroupNorm(num_groups=num_groups(self.features), dtype=self.dtype,
-                     name="norm")(x)
-    return nn.relu(x)
+    groups = (max(1, self.features // self.group_size) if self.group_size
+              else num_groups(self.features))
+    x = nn.GroupNorm(num_groups=groups, dtype=self.dtype, name="norm")(x)
+    return nn.relu(x) if self.act else x
 
 
 class NonLocalBlock(nn.Module):
@@ -133,7 +141,7 @@ class SemanticHead(nn.Module):
     merged = None
     for level, x in enumerate(pyramid):
       for step in range(max(1, level)):
-        x = ConvGNReLU(self.head_dim, dtype=self.dtype,
+        x = ConvNormAct(self.head_dim, dtype=self.dtype,
                        name=f"level{level}_conv{step}")(x)
         if level > 0:
           x = upsample2x(x)

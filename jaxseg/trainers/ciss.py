@@ -105,19 +105,14 @@ def _apply(model, params, *args, method, rng=None, **kw):
                      rngs=None if rng is None else {"dropout": rng}, **kw)
 
 
-def features_and_labels(model, params, images, labels, *, num_classes, ignore_index):
-  """X (frozen, no gradient) and the labels block-mode down-sampled to X's size.
+def features(model, params, images):
+  """X of uint8 images, with no gradient into the frozen trunk.
 
   The gradient is stopped at the trunk's *parameters*, so autodiff sees
   symbolic-zero tangents and traces the trunk as a plain forward pass (no
   linearisation, no saved residuals)."""
   frozen = {**params, "trunk": jax.lax.stop_gradient(params["trunk"])}
-  x = _apply(model, frozen, common.normalize_images(images), method=CiSSNet.features)
-  if labels is None:
-    return x, None
-  factor = images.shape[1] // x.shape[1]
-  return x, rewards.downsample_labels(labels, factor, num_classes=num_classes,
-                                      ignore_index=ignore_index)
+  return _apply(model, frozen, common.normalize_images(images), method=CiSSNet.features)
 
 
 def context_step(model, params, x, z_base, z, rng, *, context: str, train: bool):
@@ -176,9 +171,11 @@ def make_loss(*, config, apply_fn, info, mesh=None):
 
   def loss_fn(params, batch, rng, step):
     del step
-    x, labels = features_and_labels(model, params, batch["image"], batch["label"],
-                                    num_classes=info.num_classes,
-                                    ignore_index=info.ignore_index)
+    x = features(model, params, batch["image"])
+    labels = rewards.downsample_labels(  # block mode, to X's resolution
+        batch["label"], batch["image"].shape[1] // x.shape[1],
+        num_classes=info.num_classes, ignore_index=info.ignore_index)
+    valid = labels != info.ignore_index
     z_base = _apply(model, params, x, method=CiSSNet.base)
     ce0 = ce(z_base, labels)
     metrics = {"train/ce_t0": ce0}
@@ -189,7 +186,6 @@ def make_loss(*, config, apply_fn, info, mesh=None):
       z_next, k, policy, value, keep = context_step(
           model, params, x, z_base, z, rng_t, context=cc.context, train=True)
       pred, pred_next = jnp.argmax(z, -1), jnp.argmax(z_next, -1)
-      valid = labels != info.ignore_index
       out = {"ce": ce(z_next, labels),
              "reward": reward_fn(pred, pred_next, k, labels),
              "keep": keep.astype(jnp.float32),
@@ -253,18 +249,17 @@ def eval_steps(config) -> tuple[tuple[int, ...], int]:
 def rollout_logits(model, params, images, *, context: str, steps: int):
   """Inference: logits z_0 … z_steps (steps+1, B, h, w, C) and contexts K_0 …
   K_{steps−1} (steps, B, h, w), deterministic (keep where π(keep) > 0.5)."""
-  x, _ = features_and_labels(model, params, images, None, num_classes=0, ignore_index=0)
+  x = features(model, params, images)
   z_base = _apply(model, params, x, method=CiSSNet.base)
-  zs, ks = [z_base], []
-  for _ in range(steps if context != "none" else 0):
-    z, k, *_ = context_step(model, params, x, z_base, zs[-1], jax.random.key(0),
-                            context=context, train=False)
-    zs.append(z)
-    ks.append(k)
-  while len(zs) < steps + 1:  # baseline: no context, every step is z_0
-    zs.append(z_base)
-    ks.append(jnp.zeros(z_base.shape[:-1], jnp.int32))
-  return jnp.stack(zs), jnp.stack(ks) if ks else jnp.zeros((0, *z_base.shape[:-1]), jnp.int32)
+  zs, ks = [z_base], [jnp.zeros(z_base.shape[:-1], jnp.int32)] * steps
+  for t in range(steps):
+    if context == "none":  # baseline: no context, every step is z_0
+      zs.append(z_base)
+    else:
+      z, ks[t], *_ = context_step(model, params, x, z_base, zs[-1], jax.random.key(0),
+                                  context=context, train=False)
+      zs.append(z)
+  return jnp.stack(zs), jnp.stack(ks) if steps else jnp.zeros((0, *z_base.shape[:-1]), jnp.int32)
 
 
 def make_predict(model, config):
@@ -296,22 +291,18 @@ def make_panel(model, config, info):
   def panel(params, images, labels):
     preds, ks = jax.device_get(run(params, images))
     col = lambda m: plots.colorize(m, info.num_classes, info.ignore_index)
-    rows = []
-    for i in range(images.shape[0]):
-      tiles = [images[i], col(labels[i])]
-      for t in range(steps + 1):
-        tiles.append(col(preds[t, i]))
-        if t < steps:
-          k = ks[t, i]
-          f = images.shape[1] // k.shape[0]
-          k = np.repeat(np.repeat(k, f, 0), f, 1)
-          tile = col(k - 1)
-          tile[k == 0] = 255
-          tiles.append(tile)
-      sep = np.full((images.shape[1], 4, 3), 255, np.uint8)
-      rows.append(np.concatenate([x for t in tiles for x in (t, sep)][:-1], axis=1))
-    gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-    return np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
+
+    def context_tile(k):
+      f = images.shape[1] // k.shape[0]
+      k = np.repeat(np.repeat(k, f, 0), f, 1)
+      tile = col(k - 1)
+      tile[k == 0] = 255  # uncertain
+      return tile
+
+    return plots.tile_rows([
+        [images[i], col(labels[i]), col(preds[0, i])]
+        + [x for t in range(steps) for x in (context_tile(ks[t, i]), col(preds[t + 1, i]))]
+        for i in range(images.shape[0])])
 
   return panel
 
@@ -325,6 +316,17 @@ def trunk_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   c.checkpoint_every = min(c.checkpoint_every, c.total_steps)
   c.init_from = ""
   return c
+
+
+def ensure_trunk(config: ml_collections.ConfigDict, trunk: pathlib.Path) -> pathlib.Path:
+  """Trains the PSL trunk into `trunk` unless a checkpoint of at least
+  `ciss.trunk_steps` steps is already there; returns `trunk`."""
+  if (ckpt_lib.latest_step(trunk) or 0) >= config.ciss.trunk_steps:
+    logging.info("reusing the finished PSL trunk in %s", trunk)
+  else:
+    logging.info("training the PSL trunk into %s", trunk)
+    psl.train_and_evaluate(trunk_config(config), str(trunk))
+  return trunk
 
 
 def load_trunk(params, config):
@@ -350,13 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> commo
       raise ValueError("CiSS-Net needs a frozen trunk: set config.init_from to a PSL "
                        "checkpoint directory or config.ciss.trunk_steps > 0 to train one "
                        "into WORKDIR/trunk first.")
-    trunk = workdir / "trunk"
-    if (ckpt_lib.latest_step(trunk) or 0) >= config.ciss.trunk_steps:
-      logging.info("reusing the finished PSL trunk in %s", trunk)
-    else:
-      logging.info("training the PSL trunk into %s", trunk)
-      psl.train_and_evaluate(trunk_config(config), str(trunk))
-    config.init_from = str(trunk)
+    config.init_from = str(ensure_trunk(config, workdir / "trunk"))
   config.optim.lr_multipliers = ((TRUNK_PATTERN, 0.0),
                                  (RL_PATTERN, config.ciss.rl_lr_factor),
                                  *config.optim.lr_multipliers)
