@@ -241,6 +241,89 @@ def panel_examples(source, config, ignore_index: int) -> tuple[np.ndarray, np.nd
   return np.stack(images), np.stack(labels)
 
 
+def restore_or_init(mgr, init_state: Callable[[Any], dict], params, train_iter, sharding,
+                    *, init_params: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+  """The latest checkpoint in `mgr` (train state and data iterator), or a fresh
+  state `init_state(params)` with `params` first passed (on the host) through
+  `init_params`, e.g. a cold start from another run."""
+  if mgr.latest_step() is not None:
+    abstract = jax.eval_shape(init_state, params)
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
+    state = ckpt_lib.restore(mgr, abstract, train_iter)
+    logging.info("resumed from step %d in %s", int(state["step"]), mgr.directory)
+    return state
+  if init_params is not None:
+    params = jax.device_put(init_params(jax.device_get(params)), sharding)
+  return jax.jit(init_state, out_shardings=sharding)(params)
+
+
+def run_loop(config: ml_collections.ConfigDict, state: dict[str, Any], update, *,
+             train_iter, to_device, mgr, writer, run_eval: Callable[[int, dict], dict],
+             desc: str = "train") -> tuple[dict[str, Any], dict[str, float]]:
+  """Steps `state` to `config.total_steps`: logs, evaluates and checkpoints.
+
+  `update(state, device_batch, step) -> (state, metrics, finite)` is called
+  with the host step number it takes (1-based), so a method may switch
+  between compiled steps (e.g. ACIS's sequence-length schedule). Metrics must
+  hold "train/loss" and "train/grad_norm"; `run_eval(step, state)` returns
+  the metrics it wrote. Dispatch stays asynchronous: step s
+  is checked for non-finite values while step s + 1 runs. A run that was
+  already finished is evaluated once. Returns (state, last eval metrics).
+  """
+  is_main = jax.process_index() == 0
+  start = int(state["step"])
+  pending: list[tuple[int, dict, jax.Array]] = []
+  last_val: dict[str, float] = {}
+  bar = tqdm.tqdm(total=config.total_steps, initial=start, desc=desc,
+                  disable=not is_main, dynamic_ncols=True)
+  t_log, n_log = time.time(), 0
+
+  def check_finite(upto: int) -> None:
+    """Raises on the first non-finite step among those dispatched so far."""
+    while pending and pending[0][0] <= upto:
+      s, m, ok = pending.pop(0)
+      if not bool(ok):
+        m = jax.device_get(m)
+        good = mgr.latest_step()
+        raise FloatingPointError(
+            f"non-finite loss or gradients at step {s} (loss={float(m['train/loss'])}, "
+            f"grad_norm={float(m['train/grad_norm'])}); stopped. The last good "
+            f"checkpoint is {'step ' + str(good) if good is not None else 'none'} in "
+            f"{mgr.directory}. Lower config.optim.lr or check the data.")
+
+  history: list[dict] = []
+  for step in range(start + 1, config.total_steps + 1):
+    batch = to_device(next(train_iter))
+    state, metrics, finite = update(state, batch, step)
+    pending.append((step, metrics, finite))
+    history.append(metrics)
+    check_finite(step - 1)  # one step behind: keeps dispatch asynchronous
+    n_log += 1
+    bar.update(1)
+    if step % config.log_every == 0 or step == config.total_steps:
+      check_finite(step)
+      keys = set().union(*history)  # a method may log some keys on some steps only
+      avg = {k: float(np.mean([float(h[k]) for h in history if k in h])) for k in keys}
+      dt = time.time() - t_log
+      avg["train/steps_per_s"] = n_log / dt
+      avg["train/images_per_s"] = n_log * config.batch_size / dt
+      writer.write(step, avg)
+      bar.set_postfix(loss=f"{avg['train/loss']:.4f}")
+      history, t_log, n_log = [], time.time(), 0
+    if step % config.eval_every == 0 or step == config.total_steps:
+      check_finite(step)
+      last_val = run_eval(step, state)
+    if step % config.checkpoint_every == 0 or step == config.total_steps:
+      check_finite(step)
+      ckpt_lib.save(mgr, step, state, train_iter, force=step == config.total_steps)
+  bar.close()
+  mgr.wait_until_finished()
+  if start >= config.total_steps:  # already trained: evaluate what is there
+    last_val = run_eval(start, state)
+  return state, last_val
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        *, make_loss: MakeLoss, hooks: Hooks = Hooks()) -> Run:
   """Trains `config.total_steps` steps (resuming from `workdir`), evaluates."""
@@ -301,16 +384,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Checkpoint, resume, cold start -----------------------------------------
   mgr = ckpt_lib.make_manager(workdir, max_to_keep=config.keep_checkpoints,
                               save_every=config.checkpoint_every)
-  if mgr.latest_step() is not None:
-    abstract = jax.eval_shape(init_state, params)
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                            abstract)
-    state = ckpt_lib.restore(mgr, abstract, train_iter)
-    logging.info("resumed from step %d in %s", int(state["step"]), mgr.directory)
-  else:
-    params = jax.device_put(
-        (hooks.init_params or cold_start)(jax.device_get(params), config), repl)
-    state = jax.jit(init_state, out_shardings=repl)(params)
+  state = restore_or_init(
+      mgr, init_state, params, train_iter, repl,
+      init_params=lambda p: (hooks.init_params or cold_start)(p, config))
   del params
 
   # --- Compiled update ----------------------------------------------------------
@@ -329,7 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Evaluation -----------------------------------------------------------------
   writer = writer_lib.MetricWriter(workdir)
 
-  def run_eval(step: int) -> dict[str, float]:
+  def run_eval(step: int, state) -> dict[str, float]:
     t0 = time.time()
     metrics, panel = evaluate(
         state["params"], predict_fn=predict_fn, source=val_source, info=info,
@@ -349,55 +425,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return out
 
   # --- Loop -------------------------------------------------------------------------
-  start = int(state["step"])
-  pending: list[tuple[int, dict, jax.Array]] = []
-  last_val: dict[str, float] = {}
-  bar = tqdm.tqdm(total=config.total_steps, initial=start, desc="train",
-                  disable=not is_main, dynamic_ncols=True)
-  t_log, n_log = time.time(), 0
-
-  def check_finite(upto: int) -> None:
-    """Raises on the first non-finite step among those dispatched so far."""
-    while pending and pending[0][0] <= upto:
-      s, m, ok = pending.pop(0)
-      if not bool(ok):
-        m = jax.device_get(m)
-        good = mgr.latest_step()
-        raise FloatingPointError(
-            f"non-finite loss or gradients at step {s} (loss={float(m['train/loss'])}, "
-            f"grad_norm={float(m['train/grad_norm'])}); stopped. The last good "
-            f"checkpoint is {'step ' + str(good) if good is not None else 'none'} in "
-            f"{mgr.directory}. Lower config.optim.lr or check the data.")
-
-  history: list[dict] = []
-  for step in range(start + 1, config.total_steps + 1):
-    batch = to_device(next(train_iter))
-    state, metrics, finite = update(state, batch)
-    pending.append((step, metrics, finite))
-    history.append(metrics)
-    check_finite(step - 1)  # one step behind: keeps dispatch asynchronous
-    n_log += 1
-    bar.update(1)
-    if step % config.log_every == 0 or step == config.total_steps:
-      check_finite(step)
-      avg = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]}
-      dt = time.time() - t_log
-      avg["train/steps_per_s"] = n_log / dt
-      avg["train/images_per_s"] = n_log * config.batch_size / dt
-      writer.write(step, avg)
-      bar.set_postfix(loss=f"{avg['train/loss']:.4f}")
-      history, t_log, n_log = [], time.time(), 0
-    if step % config.eval_every == 0 or step == config.total_steps:
-      check_finite(step)
-      last_val = run_eval(step)
-    if step % config.checkpoint_every == 0 or step == config.total_steps:
-      check_finite(step)
-      ckpt_lib.save(mgr, step, state, train_iter, force=step == config.total_steps)
-  bar.close()
-  mgr.wait_until_finished()
-
-  if start >= config.total_steps:  # already trained: evaluate what is there
-    last_val = run_eval(start)
+  state, last_val = run_loop(config, state, lambda st, batch, _: update(st, batch),
+                             train_iter=train_iter, to_device=to_device, mgr=mgr,
+                             writer=writer, run_eval=run_eval)
   writer.flush()
   if is_main:
     plots.learning_curves({workdir.name: writer_lib.read_metrics(workdir)},
