@@ -32,6 +32,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.scale_range = (0.5, 2.0)
   c.data.flip = True
   c.data.photometric = True
+  c.data.rotate = False  # random 90° rotations (square crops)
   c.data.worker_count = 0  # grain worker processes (0 = in the main process)
   # Cross-entropy class weights: explicit (C,) values, or computed from the train
   # labels: "none" | "median_frequency" | "sqrt_median_frequency".

@@ -155,10 +155,13 @@ class TrainAugmentation:
   scale_range: tuple[float, float] = (0.5, 2.0)
   flip: bool = True
   photometric: bool = True
+  rotate: bool = False  # also vertical flips and 90° rotations (square crops)
 
   def __post_init__(self):
     if len(self.crop_size) != 2 or min(self.crop_size) <= 0:
       raise ValueError(f"crop_size must be (H, W) > 0, got {self.crop_size}")
+    if self.rotate and self.crop_size[0] != self.crop_size[1]:
+      raise ValueError(f"rotate needs a square crop_size, got {self.crop_size}")
     low, high = self.scale_range
     if not 0 < low <= high:
       raise ValueError(
@@ -180,6 +183,9 @@ class TrainAugmentation:
                                   self.crop_size, 0)
     if self.flip and rng.random() < 0.5:
       out = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in out.items()}
+    if self.rotate:  # with the flip above: the 8 symmetries of the square
+      k = int(rng.integers(4))
+      out = {key: np.ascontiguousarray(np.rot90(v, k)) for key, v in out.items()}
     if self.photometric:
       out["image"] = apply_photometric(out["image"], *sample_photometric(rng))
     return out

@@ -65,7 +65,7 @@ def make_train_dataset(source: Source, *, crop_size: Sequence[int],
                        ignore_index: int = 255,
                        scale_range: Sequence[float] = (0.5, 2.0),
                        flip: bool = True, photometric: bool = True,
-                       process_index: int = 0, process_count: int = 1,
+                       rotate: bool = False, process_index: int = 0, process_count: int = 1,
                        worker_count: int = 0, num_threads: int = 2,
                        prefetch_buffer_size: int = 4) -> grain.IterDataset:
   """Infinite stream of augmented, batched training examples for this process.
@@ -80,6 +80,8 @@ def make_train_dataset(source: Source, *, crop_size: Sequence[int],
     scale_range: (min, max) random rescale factor.
     flip: random horizontal flips.
     photometric: random brightness/contrast/saturation/hue.
+    rotate: random 90° rotations too (square crops; with `flip`, all 8
+      symmetries of the square).
     process_index: this process (jax.process_index()).
     process_count: number of processes (jax.process_count()).
     worker_count: grain worker processes (0: threads of this process only).
@@ -101,7 +103,8 @@ def make_train_dataset(source: Source, *, crop_size: Sequence[int],
     raise DataError("cannot train on an empty dataset")
   augment = TrainAugmentation(
       crop_size=tuple(crop_size), ignore_index=ignore_index,
-      scale_range=tuple(scale_range), flip=flip, photometric=photometric)
+      scale_range=tuple(scale_range), flip=flip, photometric=photometric,
+      rotate=rotate)
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
   ds = ds.random_map(augment, seed=seed)
   ds = ds[process_index::process_count]
@@ -285,6 +288,7 @@ def train_dataset_from_config(data_config: Any, source: Source, *,
       scale_range=_field(data_config, "scale_range", (0.5, 2.0)),
       flip=_field(data_config, "flip", True),
       photometric=_field(data_config, "photometric", True),
+      rotate=_field(data_config, "rotate", False),
       process_index=process_index, process_count=process_count,
       worker_count=worker_count)
 

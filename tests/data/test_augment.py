@@ -66,6 +66,25 @@ def test_flip_moves_image_and_label_together():
   assert flipped > 0 and unflipped > 0 and flipped + unflipped == 20
 
 
+def test_rotate_gives_all_eight_symmetries_together():
+  transform = TrainAugmentation(crop_size=(30, 30), scale_range=(1.0, 1.0),
+                                photometric=False, rotate=True)
+  example = _example(size=(30, 30), values=tuple(range(50)))
+  example["instances"] = example["label"].astype(np.int32) + 1
+  example["image"][..., 0] = example["label"] * 5
+  symmetries = [np.rot90(f, k) for f in (example["label"], example["label"][:, ::-1])
+                for k in range(4)]
+  seen = set()
+  for seed in range(60):
+    out = transform(example, np.random.default_rng(seed))
+    np.testing.assert_array_equal(out["image"][..., 0], out["label"] * 5)
+    np.testing.assert_array_equal(out["instances"], out["label"] + 1)
+    seen.add(next(i for i, s in enumerate(symmetries) if np.array_equal(out["label"], s)))
+  assert seen == set(range(8))
+  with pytest.raises(ValueError, match="square"):
+    TrainAugmentation(crop_size=(30, 40), rotate=True)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_scale_keeps_label_values(seed):
   transform = TrainAugmentation(crop_size=(32, 32), ignore_index=IGNORE)
