@@ -113,6 +113,37 @@ def default_config() -> ml_collections.ConfigDict:
   c.ciss.dropout = 0.1
   c.ciss.trunk_steps = 0  # no init_from: train the PSL trunk this long first
 
+  # ACIS, trainer "acis" (SPEC §3; jaxseg/trainers/acis.py). Paper / authors' values.
+  c.acis = ml_collections.ConfigDict()
+  c.acis.method = "ac"  # bl | bl_trunc | ac
+  c.acis.image_size = 224  # S: images are resized to S x S (masks pasted back for eval)
+  c.acis.max_instances = 21  # padded ground truth per image; inference steps
+  c.acis.latent_dim = 16
+  c.acis.encoder_features = (32, 48, 64, 96, 128)  # [conv3x3, ReLU, pool] stages
+  c.acis.decoder_features = (96, 64, 48, 32, 16)  # State-Pyramid decoder stages
+  c.acis.embed_dim = 512
+  c.acis.hidden_dim = 512  # LSTM
+  c.acis.lstm_layers = 2
+  c.acis.head_dim = 256
+  c.acis.critic_features = (32, 64, 128, 256, 512)
+  c.acis.critic_fc = (1024, 1024, 512)
+  c.acis.preproc_features = (32, 64, 128)
+  c.acis.num_angle_bins = 8
+  c.acis.state_pyramid = True  # False: AC-Dice-NoSP
+  c.acis.kl_weight = 1e-4  # β_KL of the actor update (0: AC-Dice-NoKL)
+  c.acis.cvae_kl_weight = 1e-4  # β of the cVAE pre-training
+  c.acis.gamma = 0.9
+  c.acis.critic_warmup = 1024  # critic-only steps
+  c.acis.critic_per_actor = 3  # then critic k steps, actor 1
+  c.acis.critic_lr_factor = 2.0
+  c.acis.grad_clamp = 1.0  # actor gradient clamped to ±this (0 = off)
+  c.acis.seq_lengths = (5, 10, 15)  # episode length, equal shares of the run
+  c.acis.termination_weight = 1.0
+  c.acis.rollout = "auto"  # scan | unroll | auto (unroll on CPU); see common.rollout_unrolled
+  c.acis.preproc_steps = 2000
+  c.acis.cvae_steps = 2000
+  c.acis.eval_blocks = ("lstm", "mask")  # Tab. 2: also evaluate with one state zeroed
+
   c.eval = ml_collections.ConfigDict()
   c.eval.crop_size = ml_collections.FieldReference(None, field_type=tuple)  # None = data.crop_size
   c.eval.stride_fraction = 2 / 3  # sliding window stride as a fraction of the crop

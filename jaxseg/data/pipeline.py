@@ -237,19 +237,27 @@ PLANNED_DATASETS = {
                   "0-18, 255 = ignore)",
     "pascal_context60": "Pascal Context 60 (4,998 train / 5,105 val images; 60 classes "
                         "incl. background = 0, 255 = ignore)",
+    "kitti_instance": "KITTI instance segmentation of cars (Ren & Zemel's split: 3,712 "
+                      "train / 144 val / 120 test images; per-pixel instance ids, 0 = "
+                      "background)",
     "pascal_context": "Pascal Context 59 (4,998 train / 5,105 val images; 59 classes, "
                       "ids 0-58, 255 = ignore, as mmsegmentation's converter writes them)",
 }
 
 
 def _planned_error(name: str) -> DataError:
+  if name.endswith("_instance"):
+    layout = ("an instance folder dataset -- ROOT/images/{train,val}/NAME.png, "
+              "ROOT/labels/{train,val}/NAME.png (instance ids per pixel, 0 = background) "
+              "-- and add --config.data.name=instance_folder --config.data.root=ROOT.")
+  else:
+    layout = ("a folder dataset -- ROOT/images/{train,val}/NAME.jpg, "
+              "ROOT/labels/{train,val}/NAME.png (class ids per pixel), ROOT/classes.txt "
+              "(one 'ID NAME' per line) -- and add --config.data.name=folder "
+              "--config.data.root=ROOT [--config.data.ignore_index=255].")
   return DataError(
       f"dataset {name!r} has no loader in jaxseg yet. The config expects "
-      f"{PLANNED_DATASETS[name]}. To train on your copy now, lay it out as a folder "
-      "dataset -- ROOT/images/{train,val}/NAME.jpg, ROOT/labels/{train,val}/NAME.png "
-      "(class ids per pixel), ROOT/classes.txt (one 'ID NAME' per line) -- and add "
-      "--config.data.name=folder --config.data.root=ROOT "
-      "[--config.data.ignore_index=255].")
+      f"{PLANNED_DATASETS[name]}. To train on your copy now, lay it out as {layout}")
 
 
 def get_source(data_config: Any, split: str) -> tuple[Source, DatasetInfo]:

@@ -11,6 +11,13 @@ from jaxseg.rewards.context import (
     nstep_returns,
     window_mean,
 )
+from jaxseg.rewards.instance import (
+    iou_scores,
+    matching_potentials,
+    matching_rewards,
+    soft_dice_scores,
+)
+from jaxseg.rewards.matching import max_matching
 from jaxseg.rewards.semantic import (
     ScoreFn,
     action_log_probs,
@@ -36,11 +43,16 @@ __all__ = [
     "host_score",
     "image_miou",
     "improvement",
+    "iou_scores",
+    "matching_potentials",
+    "matching_rewards",
+    "max_matching",
     "normalize_advantages",
     "nstep_returns",
     "pairwise_spatial_difference",
     "pixel_correctness",
     "sample_actions",
     "sample_scores",
+    "soft_dice_scores",
     "window_mean",
 ]

@@ -2,9 +2,10 @@
 
 `TRAINERS` maps `config.trainer` to `train_and_evaluate(config, workdir)`.
 """
-from jaxseg.trainers import ciss, psl, rss
+from jaxseg.trainers import acis, ciss, psl, rss
 
 TRAINERS = {
+    "acis": acis.train_and_evaluate,
     "ciss": ciss.train_and_evaluate,
     "psl": psl.train_and_evaluate,
     "rss": rss.train_and_evaluate,

@@ -140,16 +140,8 @@ def context_step(model, params, x, z_base, z, rng, *, context: str, train: bool)
   return z_next, k, policy, value, keep
 
 
-ROLLOUTS = ("auto", "scan", "unroll")
-
-
-def rollout_unrolled(rollout: str) -> bool:
-  """`ciss.rollout`: "scan" (`lax.scan`, one compiled body), "unroll" (a static
-  Python unroll) or "auto" = unroll on CPU, where XLA runs the convolutions in
-  a while-loop body ~5× slower (CamVid, T = 1: 3578 vs 728 ms per step)."""
-  if rollout == "auto":
-    return jax.default_backend() == "cpu"
-  return rollout == "unroll"
+ROLLOUTS = common.ROLLOUTS
+rollout_unrolled = common.rollout_unrolled
 
 
 def make_loss(*, config, apply_fn, info, mesh=None):

@@ -1,0 +1,120 @@
+"""Benchmark: the jittable max-weight matching against scipy, side by side.
+
+    python bench/matching.py [--json out.json] [--repeats N] [--only NAME ...]
+
+Rows (uniform [0, 1) scores, like soft Dice; a fresh matrix per repeat, the
+same matrices for both):
+  21x21          one `max_matching` (ACIS CVPPP: 21 predictions × ≤21 leaves)
+  64x64          one `max_matching`
+  8x21x21_vmap   `vmap` over a batch of 8; time per matrix
+  phi_21x21      `matching_potentials` (21 prefixes in one solve) against 21
+                 scipy solves of the prefixes, what the ACIS reward needs
+
+JAX times are the median over repeats of a jitted call (compiled and warmed up
+first) with `block_until_ready`; scipy's are `linear_sum_assignment(...,
+maximize=True)` on host numpy arrays. Ratio = jax / scipy (> 1: scipy faster).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from jaxseg import rewards  # noqa: E402
+
+ROWS = {  # name: (batch, rows, cols, kind)
+    "21x21": (1, 21, 21, "match"),
+    "64x64": (1, 64, 64, "match"),
+    "8x21x21_vmap": (8, 21, 21, "match"),
+    "phi_21x21": (1, 21, 21, "potentials"),
+}
+
+
+def scipy_match(s: np.ndarray) -> float:
+  r, c = linear_sum_assignment(s, maximize=True)
+  return float(s[r, c].sum())
+
+
+def scipy_potentials(s: np.ndarray) -> np.ndarray:
+  return np.array([0.0] + [scipy_match(s[:t]) for t in range(1, len(s) + 1)])
+
+
+def make_jax_fn(batch: int, kind: str):
+  single = (rewards.matching_potentials if kind == "potentials"
+            else lambda s: rewards.max_matching(s)[1])
+  return jax.jit(jax.vmap(single) if batch > 1 else single)
+
+
+def time_row(name: str, repeats: int, seed: int = 0) -> dict:
+  batch, r, c, kind = ROWS[name]
+  rng = np.random.default_rng(seed)
+  shape = (batch, r, c) if batch > 1 else (r, c)
+  mats = [rng.random(shape).astype(np.float32) for _ in range(repeats)]
+  fn = make_jax_fn(batch, kind)
+  t0 = time.perf_counter()
+  compiled = fn.lower(jnp.asarray(mats[0])).compile()
+  compile_s = time.perf_counter() - t0
+  device_mats = [jnp.asarray(m) for m in mats]
+  jax.block_until_ready(device_mats)
+  for m in device_mats[:3]:  # warm-up
+    jax.block_until_ready(compiled(m))
+  jax_times, outs = [], []
+  for m in device_mats:
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(m))
+    jax_times.append(time.perf_counter() - t0)
+    outs.append(np.asarray(out))
+  ref = scipy_potentials if kind == "potentials" else scipy_match
+  scipy_times, refs = [], []
+  for m in mats:
+    items = m if batch > 1 else m[None]
+    t0 = time.perf_counter()
+    want = [ref(x) for x in items]
+    scipy_times.append(time.perf_counter() - t0)
+    refs.append(np.asarray(want if batch > 1 else want[0]))
+  max_err = max(float(np.max(np.abs(o - w))) for o, w in zip(outs, refs))
+  jax_us = 1e6 * statistics.median(jax_times) / batch
+  scipy_us = 1e6 * statistics.median(scipy_times) / batch
+  return {"name": name, "batch": batch, "rows": r, "cols": c, "kind": kind,
+          "jax_us_per_matrix": jax_us, "scipy_us_per_matrix": scipy_us,
+          "ratio_jax_over_scipy": jax_us / scipy_us, "compile_s": compile_s,
+          "max_abs_err": max_err, "repeats": repeats}
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--json", help="also write the records to this file")
+  p.add_argument("--repeats", type=int, default=50)
+  p.add_argument("--only", nargs="*", choices=list(ROWS), help="row names to run")
+  args = p.parse_args()
+  records = []
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
+        f"({jax.device_count()} device(s)); scipy on the host", flush=True)
+  header = (f"| {'name':<13} | {'B':>2} | {'R×C':>6} | {'jax µs/matrix':>13} "
+            f"| {'scipy µs/matrix':>15} | {'jax/scipy':>9} | {'compile s':>9} "
+            f"| {'max err':>9} |")
+  print(header)
+  print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+  for name in args.only or list(ROWS):
+    r = time_row(name, args.repeats)
+    print(f"| {r['name']:<13} | {r['batch']:>2} | {r['rows']:>2}×{r['cols']:<3} "
+          f"| {r['jax_us_per_matrix']:13.1f} | {r['scipy_us_per_matrix']:15.1f} "
+          f"| {r['ratio_jax_over_scipy']:8.1f}× | {r['compile_s']:9.2f} "
+          f"| {r['max_abs_err']:9.1e} |", flush=True)
+    records.append(r)
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+  main()
