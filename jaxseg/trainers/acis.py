@@ -810,9 +810,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  train_source, info = data_lib.get_source(config.data, config.data.train_split)
   mesh = parallel.make_data_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
-  train_source, info = data_lib.get_source(config.data, config.data.train_split)
   if not info.has_instances:
     raise DataError(f"ACIS needs instance labels; dataset {info.name!r} has none (use "
                     "data.name='instance_folder').")
