@@ -139,6 +139,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.acis.grad_clamp = 1.0  # actor gradient clamped to ±this (0 = off)
   c.acis.seq_lengths = (5, 10, 15)  # episode length, equal shares of the run
   c.acis.termination_weight = 1.0
+  c.acis.dice_loss_weight = 0.0  # cVAE / BL mask loss: BCE + w·(1 − soft Dice); paper: 0
   c.acis.rollout = "auto"  # scan | unroll | auto (unroll on CPU); see common.rollout_unrolled
   c.acis.preproc_steps = 2000
   c.acis.cvae_steps = 2000

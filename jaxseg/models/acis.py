@@ -86,6 +86,10 @@ class Actor(nn.Module):
   num_layers: int = 2
   head_dim: int = 256
   latent_dim: int = 16
+  # log σ² starts at this value everywhere (zero kernel): with σ ≈ 1 at
+  # initialisation the sampled latent is almost pure noise, the decoder learns
+  # to ignore it and the cVAE collapses (measured: KL -> 0.03, Dice 0.0).
+  init_logvar: float = -6.0
 
   def initial_carry(self, batch: int) -> LSTMCarry:
     zeros = jnp.zeros((batch, self.hidden_dim), jnp.float32)
@@ -101,7 +105,8 @@ class Actor(nn.Module):
     hx = jnp.concatenate([h, e], -1)
     f = nn.relu(nn.Dense(self.head_dim, name="head")(hx))
     mu = nn.Dense(self.latent_dim, name="mu")(f)
-    logvar = nn.Dense(self.latent_dim, name="logvar")(f)
+    logvar = nn.Dense(self.latent_dim, kernel_init=nn.initializers.zeros,
+                      bias_init=nn.initializers.constant(self.init_logvar), name="logvar")(f)
     cont = nn.Dense(1, name="termination")(hx)[..., 0]
     return tuple(new_carry), (mu, logvar, cont)
 
