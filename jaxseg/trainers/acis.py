@@ -5,9 +5,10 @@ from the ACIS workdir `config.init_from`):
 
   preproc/       PreprocNet: BCE on the foreground and the 8 angle bins.
   cvae[_nosp]/   Actor (one LSTM step from a zero state) + Decoder as a cVAE
-                 on one random ground-truth instance: BCE + β·KL(q ‖ N(0, I)).
+                 on one random ground-truth instance: BCE + β·KL(q ‖ N(0, I))
+                 (+ w·(1 − soft Dice) with `acis.dice_loss_weight`, see `mask_loss`).
   VARIANT/       the decoder frozen; one of
-    bl        BCE against Hungarian-assigned ground truth, full BPTT
+    bl        the same mask loss against Hungarian-assigned ground truth, full BPTT
     bl_trunc  the same with one-step BPTT
     ac        actor-critic: critic on discounted matching rewards, actor by
               the deterministic policy gradient through the frozen decoder
@@ -708,7 +709,7 @@ def _optimizers(config, stage: Stage):
   txs = {k: adam(lr) for k in stage.trains}
   if "critic" in txs:
     txs["critic"] = adam(lr * a.critic_lr_factor)
-  if stage.name not in ("preproc",) and not stage.name.startswith("cvae") and a.grad_clamp:
+  if stage.grads is None and a.grad_clamp:  # the final stage: the actor is clamped
     txs["actor"] = optax.chain(optax.clip(a.grad_clamp), txs["actor"])
   return txs
 
