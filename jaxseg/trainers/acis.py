@@ -625,7 +625,7 @@ def order_panel(params, *, infer, config, source, count: int) -> np.ndarray:
     colours = (np.asarray(cmap(np.linspace(0, 1, max(k, 2))))[:, :3] * 255).astype(np.uint8)
     pred = np.where(order[..., None] > 0, colours[np.maximum(order - 1, 0)], 0)
     ids = np.unique(inst, return_inverse=True)[1].reshape(inst.shape)
-    rows.append([image, plots.colorize(ids, int(ids.max()) + 1, -1), pred.astype(np.uint8)])
+    rows.append([image, plots.colorize(ids, int(ids.max()) + 1, 0), pred.astype(np.uint8)])
   return plots.tile_rows(rows)
 
 
