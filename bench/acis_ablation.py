@@ -28,6 +28,7 @@ import functools
 import json
 import pathlib
 import shutil
+import subprocess
 import sys
 import time
 
@@ -204,11 +205,17 @@ def main():
   results = {}
   for row in rows:
     done = (args.out / row / "result.json")
+    if not done.exists() and not args.summary_only:
+      if len(rows) == 1:
+        done.write_text(json.dumps(run_row(row, args.out, args)))
+      else:  # a process per row: XLA:CPU keeps every compiled program mapped,
+        # and five rows of unrolled episodes in one process ran out of memory.
+        subprocess.run([sys.executable, __file__, "--out", str(args.out), "--rows", row,
+                        "--data", str(args.data), "--steps", str(args.steps),
+                        "--scale", args.scale, "--train-split", args.train_split],
+                       check=True)
     if done.exists():
       results[row] = json.loads(done.read_text())
-    elif not args.summary_only:
-      results[row] = run_row(row, args.out, args)
-      done.write_text(json.dumps(results[row]))
   plot_curves(args.out / "sbd_curves.png", results)
   print(write_summary(args.out, results, pre, args))
 
