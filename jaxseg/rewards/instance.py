@@ -16,13 +16,6 @@ from jaxseg.rewards import matching
 Array = jax.Array
 
 
-def _valid_or_all(valid: Array | None, size: int) -> Array:
-  if valid is None:
-    return jnp.ones((size,), bool)
-  chex.assert_shape(valid, (size,))
-  return jnp.asarray(valid).astype(bool)
-
-
 def _mask_sums(pred: Array, gt: Array) -> tuple[Array, Array, Array]:
   """(Σ S_t T_n (T, N), Σ S_t (T,), Σ T_n (N,)) over pixels, in float32+."""
   chex.assert_rank([pred, gt], 3)
@@ -107,8 +100,8 @@ def matching_potentials(scores: Array, *, pred_valid: Array | None = None,
   """
   chex.assert_rank(scores, 2)
   num_pred, num_gt = scores.shape
-  pred_valid = _valid_or_all(pred_valid, num_pred)
-  gt_valid = _valid_or_all(gt_valid, num_gt)
+  pred_valid = matching.valid_or_all(pred_valid, num_pred)
+  gt_valid = matching.valid_or_all(gt_valid, num_gt)
   s = matching.as_float(scores)
   if num_pred == 0 or num_gt == 0:
     return jnp.zeros((num_pred + 1,), s.dtype)

@@ -48,7 +48,8 @@ def as_float(x: Array) -> Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _valid_or_all(valid: Array | None, size: int) -> Array:
+def valid_or_all(valid: Array | None, size: int) -> Array:
+  """A (size,) bool padding mask; None = all valid."""
   if valid is None:
     return jnp.ones((size,), bool)
   chex.assert_shape(valid, (size,))
@@ -184,7 +185,7 @@ def max_matching(scores: Array, *, row_valid: Array | None = None,
   """
   chex.assert_rank(scores, 2)
   r, c = scores.shape
-  row_valid, col_valid = _valid_or_all(row_valid, r), _valid_or_all(col_valid, c)
+  row_valid, col_valid = valid_or_all(row_valid, r), valid_or_all(col_valid, c)
   s = as_float(scores)
   n = max(r, c)
   if n == 0 or min(r, c) == 0:

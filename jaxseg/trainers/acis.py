@@ -221,9 +221,14 @@ def step_mask(counts, length: int):
   return jnp.arange(length)[:, None] < counts[None]
 
 
+def continue_targets(counts, length: int):
+  """(L, B) termination targets: 1 ("continue") while t + 1 < N_b, else 0."""
+  return (jnp.arange(length)[:, None] + 1 < counts[None]).astype(jnp.float32)
+
+
 def termination_loss(cont, counts, valid):
-  """Mean BCE of the "continue" logits (L, B) against [t + 1 < N] on real steps."""
-  target = (jnp.arange(cont.shape[0])[:, None] + 1 < counts[None]).astype(jnp.float32)
+  """Mean BCE of the "continue" logits (L, B) against `continue_targets` on real steps."""
+  target = continue_targets(counts, cont.shape[0])
   return jnp.sum(bce(cont, target) * valid) / jnp.maximum(valid.sum(), 1)
 
 
@@ -409,7 +414,7 @@ def bl_trunc_grads(nets: Nets, config, params, batch, rng, frozen, length):
                 eps, sample=False, unroll=unroll)
   assigned, matched = assign_targets(out["mask"], targets, valid)
   w = matched.astype(jnp.float32)
-  cont_target = (jnp.arange(length)[:, None] + 1 < targets.counts[None]).astype(jnp.float32)
+  cont_target = continue_targets(targets.counts, length)
   vf = valid.astype(jnp.float32)
   n_mask, n_valid = jnp.maximum(w.sum(), 1), jnp.maximum(vf.sum(), 1)
 
@@ -457,7 +462,7 @@ def ac_actor_grads(nets: Nets, config, params, batch, rng, frozen, length):
   """Actor: −Q(s_t, D(μ_t + sg(σ_t)ε_t)) + β_KL·KL_t + termination BCE, per step."""
   a = config.acis
   inputs, targets, valid, eps, unroll = _episode_setup(nets, config, batch, rng, frozen, length)
-  cont_target = (jnp.arange(length)[:, None] + 1 < targets.counts[None]).astype(jnp.float32)
+  cont_target = continue_targets(targets.counts, length)
   vf = valid.astype(jnp.float32)
   n_valid = jnp.maximum(vf.sum(), 1)
   critic = jax.lax.stop_gradient(params["critic"])
@@ -579,35 +584,42 @@ def _resize_example(ex, size: int):
           resize_nearest(np.asarray(ex["instances"]), (size, size)))
 
 
-def evaluate_episodes(params, *, infers, config, source, max_examples: int = 0,
-                      desc="eval"):
+def _first(source, max_examples: int) -> range:
+  return range(len(source) if not max_examples else min(max_examples, len(source)))
+
+
+def episode_evaluator(nets: Nets, config):
   """Instance metrics at the original resolution, plus Tab. 2's Dice* and |DiC|
-  for every other `infers` entry (block name -> `make_infer(..., block)`)."""
+  with each state of `acis.eval_blocks` zeroed."""
   a = config.acis
-  blocks = tuple(infers)
-  n = len(source) if not max_examples else min(max_examples, len(source))
-  rows, extra = [], {b: [] for b in blocks}
-  for i in tqdm.trange(n, desc=desc, leave=False):
-    ex = source[i]
-    image, _ = _resize_example(ex, a.image_size)
-    gt = np.asarray(ex["instances"])
-    for b in blocks:
-      masks, cont = jax.device_get(infers[b](params, image[None]))
-      masks, cont = masks[:, 0], cont[:, 0]
-      k = num_predicted(cont)
-      full = paste_back(masks, gt.shape)
-      dice = gt_stop_dice(full, gt)
-      if b == "none":
-        rows.append({**instance_eval.instance_metrics(label_map(full[:k]), gt),
-                     "dice_gt_stop": dice})
-      else:
-        extra[b].append((dice, abs(k - len(np.unique(gt[gt > 0])))))
-  metrics = instance_eval.mean_instance_metrics(rows)
-  for b, vals in extra.items():
-    if vals:
-      metrics[f"dice_gt_stop{BLOCK_NAMES[b]}"] = float(np.mean([v[0] for v in vals]))
-      metrics[f"abs_dic{BLOCK_NAMES[b]}"] = float(np.mean([v[1] for v in vals]))
-  return metrics
+  infers = {b: make_infer(nets, config, b) for b in ("none", *a.eval_blocks)}
+
+  def evaluate(params, source, max_examples: int = 0):
+    rows, extra = [], {b: [] for b in infers}
+    for i in tqdm.tqdm(_first(source, max_examples), desc="eval", leave=False):
+      ex = source[i]
+      image, _ = _resize_example(ex, a.image_size)
+      gt = np.asarray(ex["instances"])
+      count = instance_targets.count_instances(gt)
+      for b, infer in infers.items():
+        masks, cont = jax.device_get(infer(params, image[None]))
+        k = num_predicted(cont[:, 0])
+        full = paste_back(masks[:, 0], gt.shape)
+        dice = gt_stop_dice(full, gt)
+        if b == "none":
+          rows.append({**instance_eval.instance_metrics(label_map(full[:k]), gt),
+                       "dice_gt_stop": dice})
+        else:
+          extra[b].append((dice, abs(k - count)))
+    metrics = instance_eval.mean_instance_metrics(rows)
+    for b, vals in extra.items():
+      if vals:
+        metrics[f"dice_gt_stop{BLOCK_NAMES[b]}"] = float(np.mean([v[0] for v in vals]))
+        metrics[f"abs_dic{BLOCK_NAMES[b]}"] = float(np.mean([v[1] for v in vals]))
+    return metrics
+
+  evaluate.infer = infers["none"]  # the panel's
+  return evaluate
 
 
 def order_panel(params, *, infer, config, source, count: int) -> np.ndarray:
@@ -629,51 +641,59 @@ def order_panel(params, *, infer, config, source, count: int) -> np.ndarray:
   return plots.tile_rows(rows)
 
 
-def evaluate_preproc(params, *, nets, config, source, max_examples=0):
+def preproc_evaluator(nets: Nets, config):
   """Foreground IoU and angle-bin accuracy on foreground pixels, at S × S."""
   a = config.acis
-  apply = jax.jit(lambda p, im: nets.preproc.apply({"params": p}, common.normalize_images(im)))
-  inter = union = correct = total = 0
-  n = len(source) if not max_examples else min(max_examples, len(source))
-  for i in range(n):
-    image, inst = _resize_example(source[i], a.image_size)
-    logits = np.asarray(apply(params["preproc"], image[None]))[0]
-    fg, angles = jax.device_get(instance_targets.angle_targets(
-        jnp.asarray(inst), max_instances=a.max_instances, num_bins=a.num_angle_bins))
-    pred, truth = logits[..., 0] > 0, fg > 0
-    inter += np.sum(pred & truth)
-    union += np.sum(pred | truth)
-    correct += np.sum((logits[..., 1:].argmax(-1) == angles.argmax(-1)) & truth)
-    total += truth.sum()
-  return {"fg_iou": inter / max(union, 1), "angle_acc": correct / max(total, 1)}
+
+  @jax.jit
+  def predict(p, image, inst):
+    logits = nets.preproc.apply({"params": p}, common.normalize_images(image[None]))[0]
+    fg, angles = instance_targets.angle_targets(inst, a.max_instances,
+                                                num_bins=a.num_angle_bins)
+    return logits, fg, angles
+
+  def evaluate(params, source, max_examples: int = 0):
+    inter = union = correct = total = 0
+    for i in _first(source, max_examples):
+      image, inst = _resize_example(source[i], a.image_size)
+      logits, fg, angles = jax.device_get(predict(params["preproc"], image, inst))
+      pred, truth = logits[..., 0] > 0, fg > 0
+      inter += np.sum(pred & truth)
+      union += np.sum(pred | truth)
+      correct += np.sum((logits[..., 1:].argmax(-1) == angles.argmax(-1)) & truth)
+      total += truth.sum()
+    return {"fg_iou": inter / max(union, 1), "angle_acc": correct / max(total, 1)}
+
+  return evaluate
 
 
-def evaluate_cvae(params, *, nets, config, source, max_examples=0):
+def cvae_evaluator(nets: Nets, config):
   """Mean Dice of D(μ(x, T)) > 0.5 against T over every val instance, at S × S."""
   a = config.acis
 
   @jax.jit
-  def reconstruct(p, images, masks):
+  def dice(p, image, inst):
+    """Hard Dice of every padded instance (K,) and which are real."""
+    masks, valid = instance_targets.instance_masks(inst, a.max_instances)
+    images = jnp.broadcast_to(image, (a.max_instances, *image.shape))
     inputs = make_inputs(nets, p["preproc"], images)
-    b = masks.shape[0]
-    _, (mu, _, _) = nets.actor.apply({"params": p["actor"]}, inputs.actor(masks),
-                                     nets.actor.initial_carry(b))
-    return nets.decoder.apply({"params": p["decoder"]}, mu, inputs.cond) > 0
+    target = masks.astype(jnp.float32)
+    _, (mu, _, _) = nets.actor.apply({"params": p["actor"]}, inputs.actor(target),
+                                     nets.actor.initial_carry(a.max_instances))
+    rec = (nets.decoder.apply({"params": p["decoder"]}, mu, inputs.cond) > 0).astype(
+        jnp.float32)
+    d = 2 * jnp.sum(rec * target, (1, 2)) / jnp.maximum(
+        jnp.sum(rec, (1, 2)) + jnp.sum(target, (1, 2)), 1)
+    return d, valid
 
-  dices = []
-  n = len(source) if not max_examples else min(max_examples, len(source))
-  for i in range(n):
-    image, inst = _resize_example(source[i], a.image_size)
-    ids = np.unique(inst[inst > 0])
-    if not ids.size:
-      continue
-    masks = np.zeros((a.max_instances, *inst.shape), np.float32)
-    masks[:ids.size] = inst[None] == ids[:ids.size, None, None]
-    images = np.broadcast_to(image, (a.max_instances, *image.shape))
-    rec = np.asarray(reconstruct(params, images, masks))[:ids.size]
-    t = masks[:ids.size] > 0
-    dices += list(2 * (rec & t).sum((1, 2)) / np.maximum(rec.sum((1, 2)) + t.sum((1, 2)), 1))
-  return {"recon_dice": float(np.mean(dices)) if dices else float("nan")}
+  def evaluate(params, source, max_examples: int = 0):
+    dices = []
+    for i in _first(source, max_examples):
+      d, valid = jax.device_get(dice(params, *_resize_example(source[i], a.image_size)))
+      dices += list(d[valid])
+    return {"recon_dice": float(np.mean(dices)) if dices else float("nan")}
+
+  return evaluate
 
 
 # ----------------------------------------------------------------------------
@@ -686,21 +706,28 @@ class Stage:
   name: str
   steps: int
   trains: tuple[str, ...]  # params keys with optimizers
-  grads: Callable
-  evaluate: Callable
+  grads: Callable | None  # None: the final stage (its step depends on kind and L)
+  evaluator: Callable  # (nets, config) -> fn(params, source, max_examples) -> metrics
 
 
 def stage_plan(config) -> list[Stage]:
   a = config.acis
   cvae = "cvae" if a.state_pyramid else "cvae_nosp"
-  final = {"bl": ("actor",), "bl_trunc": ("actor",), "ac": ("actor", "critic")}[a.method]
-  variant = a.method + ("" if a.method != "ac" else
-                        "_nosp" if not a.state_pyramid else "_nokl" if a.kl_weight == 0 else "")
+  final = ("actor", "critic") if a.method == "ac" else ("actor",)
   return [
-      Stage("preproc", a.preproc_steps, ("preproc",), preproc_grads, evaluate_preproc),
-      Stage(cvae, a.cvae_steps, ("actor", "decoder"), cvae_grads, evaluate_cvae),
-      Stage(variant, config.total_steps, final, None, None),
+      Stage("preproc", a.preproc_steps, ("preproc",), preproc_grads, preproc_evaluator),
+      Stage(cvae, a.cvae_steps, ("actor", "decoder"), cvae_grads, cvae_evaluator),
+      Stage(variant_name(a), config.total_steps, final, None, episode_evaluator),
   ]
+
+
+def variant_name(a: ml_collections.ConfigDict) -> str:
+  """The Tab. 1 row `config.acis` describes (the inverse of `apply_variant`)."""
+  if a.method != "ac":
+    return a.method
+  if not a.state_pyramid:
+    return "ac_nosp"
+  return "ac_nokl" if a.kl_weight == 0 else "ac"
 
 
 def _optimizers(config, stage: Stage):
@@ -756,12 +783,11 @@ def run_stage(config, workdir: pathlib.Path, stage: Stage, *, nets: Nets, params
   frozen = jax.device_put(frozen, repl)
 
   def to_device(host_batch):
-    batch = data_lib.to_global_array(host_batch, parallel.batch_sharding(mesh))
+    batch = common.device_batch(host_batch, mesh=mesh)
     return {k: batch[k] for k in ("image", "instances")}
 
   compiled = {}
-  infers = ({b: make_infer(nets, config, b) for b in ("none", *config.acis.eval_blocks)}
-            if stage.evaluate is None else {})
+  evaluate = stage.evaluator(nets, config)
 
   def compiled_update(kind, length):
     if (kind, length) not in compiled:
@@ -783,17 +809,11 @@ def run_stage(config, workdir: pathlib.Path, stage: Stage, *, nets: Nets, params
   def run_eval(step, st):
     t0 = time.time()
     p = {**jax.device_get(frozen), **jax.device_get(st["params"])}
-    if stage.evaluate is not None:
-      metrics = stage.evaluate(p, nets=nets, config=config, source=val_source,
-                               max_examples=config.eval.max_examples)
-    else:
-      metrics = evaluate_episodes(p, infers=infers, config=config, source=val_source,
-                                  max_examples=config.eval.max_examples,
-                                  desc=f"eval@{step}")
-      if config.eval.panel_examples and jax.process_index() == 0:
-        panel = order_panel(p, infer=infers["none"], config=config, source=val_source,
-                            count=config.eval.panel_examples)
-        plots.save_png(workdir / "panels" / f"step_{step:06d}.png", panel)
+    metrics = evaluate(p, val_source, config.eval.max_examples)
+    if stage.grads is None and config.eval.panel_examples and jax.process_index() == 0:
+      panel = order_panel(p, infer=evaluate.infer, config=config, source=val_source,
+                          count=config.eval.panel_examples)
+      plots.save_png(workdir / "panels" / f"step_{step:06d}.png", panel)
     out = {f"val/{k}": v for k, v in metrics.items()}
     out["val/seconds"] = time.time() - t0
     writer.write(step, out)

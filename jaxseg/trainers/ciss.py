@@ -84,8 +84,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.ciss.eval_steps={tuple(cc.eval_steps)} must be >= 0.")
   if not 0.0 <= cc.gamma <= 1.0:
     raise ValueError(f"config.ciss.gamma={cc.gamma} must be in [0, 1].")
-  if cc.rollout not in ROLLOUTS:
-    raise ValueError(f"config.ciss.rollout={cc.rollout!r} is unknown; choose from {ROLLOUTS}.")
+  if cc.rollout not in common.ROLLOUTS:
+    raise ValueError(f"config.ciss.rollout={cc.rollout!r} is unknown; choose from "
+                     f"{common.ROLLOUTS}.")
   if any(w % 2 == 0 or w < 1 for w in cc.window):
     raise ValueError(f"config.ciss.window={tuple(cc.window)} must be positive odd sizes.")
   if cc.width % 16:
@@ -140,10 +141,6 @@ def context_step(model, params, x, z_base, z, rng, *, context: str, train: bool)
   return z_next, k, policy, value, keep
 
 
-ROLLOUTS = common.ROLLOUTS
-rollout_unrolled = common.rollout_unrolled
-
-
 def make_loss(*, config, apply_fn, info, mesh=None):
   """The CiSS-Net loss (Eq. 7) with the T-step rollout inside (`lax.scan` or a
   static unroll, `ciss.rollout`)."""
@@ -159,7 +156,7 @@ def make_loss(*, config, apply_fn, info, mesh=None):
       rewards.context_reward, window=tuple(cc.window), beta_correct=cc.beta_correct,
       beta_uncertain=cc.beta_uncertain, ignore_index=info.ignore_index))
   steps = 0 if cc.context == "none" else cc.steps
-  unroll = rollout_unrolled(cc.rollout)
+  unroll = common.rollout_unrolled(cc.rollout)
 
   def loss_fn(params, batch, rng, step):
     del step

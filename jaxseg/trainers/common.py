@@ -257,6 +257,13 @@ def panel_examples(source, config, ignore_index: int) -> tuple[np.ndarray, np.nd
   return np.stack(images), np.stack(labels)
 
 
+def device_batch(host_batch: dict, *, mesh) -> dict[str, jax.Array]:
+  """Process-local numpy batch -> global arrays sharded over `data` (host-only
+  leaves such as names are dropped)."""
+  batch = data_lib.to_global_array(host_batch, parallel.batch_sharding(mesh))
+  return {k: v for k, v in batch.items() if isinstance(v, jax.Array)}
+
+
 def restore_or_init(mgr, init_state: Callable[[Any], dict], params, train_iter, sharding,
                     *, init_params: Callable[[Any], Any] | None = None) -> dict[str, Any]:
   """The latest checkpoint in `mgr` (train state and data iterator), or a fresh
@@ -351,10 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_data_mesh()
   repl = parallel.replicated(mesh)
 
-  def to_device(host_batch):
-    """Process-local numpy batch -> global arrays sharded over `data`."""
-    batch = data_lib.to_global_array(host_batch, parallel.batch_sharding(mesh))
-    return {k: v for k, v in batch.items() if isinstance(v, jax.Array)}
+  to_device = functools.partial(device_batch, mesh=mesh)
 
   # --- Input ------------------------------------------------------------------
   train_source, info = data_lib.get_source(config.data, config.data.train_split)
