@@ -49,6 +49,14 @@ def get_config(arg=None):
   # BCE alone settles on empty masks here (a leaf is ~1 % of the image): the
   # cVAE reached reconstruction Dice 0.0, KL -> 0, after 1200 CPU-scale steps.
   c.acis.dice_loss_weight = 1.0
+  # The cVAE's β (the default 1e-4 is the actor's β_KL): at the CPU scale 1e-3
+  # gave val reconstruction Dice 0.855 (1e-4: 0.852, 3e-3: 0.828), posterior σ
+  # 0.18 instead of 0.06, and BL-Trunc val SBD 0.444 instead of 0.380 at 800 steps.
+  c.acis.cvae_kl_weight = 1e-3
+  # The critic's episodes explore with σ ≥ 1 (the prior's), not the actor's
+  # near-zero σ: at the CPU scale AC's val SBD after 400 steps went from 0.007
+  # to 0.055 (docs/acis_ablation_cvppp.md).
+  c.acis.explore_std = 1.0
   if "cpu" in args:
     c.acis.image_size = 112
     c.acis.encoder_features = (16, 32, 48, 64)

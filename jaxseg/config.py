@@ -132,6 +132,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.acis.state_pyramid = True  # False: AC-Dice-NoSP
   c.acis.kl_weight = 1e-4  # β_KL of the actor update (0: AC-Dice-NoKL)
   c.acis.cvae_kl_weight = 1e-4  # β of the cVAE pre-training
+  c.acis.explore_std = 0.0  # critic episodes sample a = μ + max(σ, this)·ε; 0 = σ (paper)
   c.acis.gamma = 0.9
   c.acis.critic_warmup = 1024  # critic-only steps
   c.acis.critic_per_actor = 3  # then critic k steps, actor 1

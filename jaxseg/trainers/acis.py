@@ -17,7 +17,8 @@ from the ACIS workdir `config.init_from`):
 One episode (fixed length L, images with N < L instances masked at t ≥ N):
 
   M_0 = 0;  for t < L:  h_t, (μ_t, log σ²_t, c_t) = Actor([x, M_t, angles, fg], h_{t−1})
-                        a_t = μ_t + σ_t ε_t   (μ_t in BL and at inference)
+                        a_t = μ_t + σ_t ε_t   (μ_t in BL and at inference;
+                                               σ_t ≥ acis.explore_std in critic episodes)
                         m_t = σ(Decoder(a_t; x, angles, fg))
                         M_{t+1} = max(M_t, m_t)
   φ_t = max-matching Σ soft-Dice(first t masks, ground truth);  r_t = φ_{t+1} − φ_t
@@ -238,18 +239,20 @@ def termination_loss(cont, counts, valid):
 
 
 def actor_step(nets: Nets, actor_params, decoder_params, inputs: Inputs, state, carry,
-               eps, *, sample: bool, block: str = "none"):
+               eps, *, sample: bool, block: str = "none", explore_std: float = 0.0):
   """One transition: ((M_{t+1}, h_t), outputs) from (M_t, h_{t−1}).
 
-  `block` zeroes one recurrent state at every step (Tab. 2): "mask" gives the
-  actor M_t = 0, "lstm" gives it a zero LSTM state.
+  Sampled actions are a_t = μ_t + sg(max(σ_t, explore_std)) ε_t. `block`
+  zeroes one recurrent state at every step (Tab. 2): "mask" gives the actor
+  M_t = 0, "lstm" gives it a zero LSTM state.
   """
   if block == "lstm":
     carry = jax.tree.map(jnp.zeros_like, carry)
   seen = jnp.zeros_like(state) if block == "mask" else state
   carry, (mu, logvar, cont) = nets.actor.apply(
       {"params": actor_params}, inputs.actor(seen), carry)
-  action = mu + jax.lax.stop_gradient(jnp.exp(0.5 * logvar)) * eps if sample else mu
+  std = jax.lax.stop_gradient(jnp.maximum(jnp.exp(0.5 * logvar), explore_std))
+  action = mu + std * eps if sample else mu
   logits = nets.decoder.apply({"params": decoder_params}, action, inputs.cond)
   mask = jax.nn.sigmoid(logits)
   out = {"state": state, "logits": logits, "mask": mask, "mu": mu, "logvar": logvar,
@@ -258,7 +261,8 @@ def actor_step(nets: Nets, actor_params, decoder_params, inputs: Inputs, state, 
 
 
 def rollout(nets: Nets, actor_params, decoder_params, inputs: Inputs, eps, *,
-            sample: bool, block: str = "none", unroll: bool = False):
+            sample: bool, block: str = "none", explore_std: float = 0.0,
+            unroll: bool = False):
   """The episode as one `lax.scan` over `eps` (L, B, latent): time-major outputs
   (`unroll`: every step inlined, see `common.rollout_unrolled`)."""
   b, s = inputs.x.shape[:2]
@@ -266,7 +270,7 @@ def rollout(nets: Nets, actor_params, decoder_params, inputs: Inputs, eps, *,
 
   def step(c, e):
     return actor_step(nets, actor_params, decoder_params, inputs, *c, e,
-                      sample=sample, block=block)
+                      sample=sample, block=block, explore_std=explore_std)
 
   return jax.lax.scan(step, init, eps, unroll=True if unroll else 1)[1]
 
@@ -433,11 +437,15 @@ def bl_trunc_grads(nets: Nets, config, params, batch, rng, frozen, length):
 
 
 def ac_critic_grads(nets: Nets, config, params, batch, rng, frozen, length):
-  """Critic: Q(s_t, m_t) regressed on G_t of a sampled episode (one step at a time)."""
+  """Critic: Q(s_t, m_t) regressed on G_t of a sampled episode (one step at a time).
+
+  The episode's actions are drawn with σ floored at `acis.explore_std` (the
+  behaviour policy), so the critic also sees masks away from the actor's mean.
+  """
   a = config.acis
   inputs, targets, valid, eps, unroll = _episode_setup(nets, config, batch, rng, frozen, length)
   out = rollout(nets, params["actor"], frozen["decoder"], inputs, eps, sample=True,
-                unroll=unroll)
+                explore_std=a.explore_std, unroll=unroll)
   out = jax.lax.stop_gradient(out)
   r = matching_rewards(out["mask"], targets, valid)
   returns = rewards.nstep_returns(r, jnp.zeros_like(r[0]), gamma=a.gamma)

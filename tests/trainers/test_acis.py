@@ -155,6 +155,31 @@ def test_actor_gradient_leaves_decoder_and_critic_alone(setup):
   assert set(grads) == {"critic"} and float(metrics["train/critic_loss"]) == float(loss)
 
 
+
+def test_explore_std_floors_the_sampled_noise(setup):
+  """a = μ + max(σ, explore_std)·ε, checked through the decoded mask."""
+  c, nets, params = setup
+  batch = jax.tree.map(jnp.asarray, synthetic_batch())
+  inputs = acis.make_inputs(nets, params["preproc"], batch["image"])
+  b, s = inputs.x.shape[:2]
+  init = (jnp.zeros((b, s, s)), nets.actor.initial_carry(b))
+  eps = jax.random.normal(jax.random.key(1), (b, c.acis.latent_dim))
+  _, (mu, logvar, _) = nets.actor.apply({"params": params["actor"]},
+                                        inputs.actor(init[0]), init[1])
+  sigma = np.exp(0.5 * np.asarray(logvar))
+  assert sigma.max() < 0.1  # the actor starts near-deterministic (init_logvar)
+
+  def decoded(action):
+    return jax.nn.sigmoid(nets.decoder.apply({"params": params["decoder"]}, action,
+                                             inputs.cond))
+
+  for std, expect in ((0.0, mu + sigma * eps), (2.0, mu + 2.0 * eps)):
+    _, out = acis.actor_step(nets, params["actor"], params["decoder"], inputs, *init, eps,
+                             sample=True, explore_std=std)
+    np.testing.assert_allclose(out["mask"], decoded(expect), atol=1e-5)
+  assert np.abs(decoded(mu + 2.0 * eps) - decoded(mu + sigma * eps)).max() > 1e-3
+
+
 def test_scan_and_unroll_agree(setup):
   c, nets, params = setup
   batch = jax.tree.map(jnp.asarray, synthetic_batch())
