@@ -54,8 +54,8 @@ def get_config(arg=None):
   # 0.18 instead of 0.06, and BL-Trunc val SBD 0.444 instead of 0.380 at 800 steps.
   c.acis.cvae_kl_weight = 1e-3
   # The critic's episodes explore with σ ≥ 1 (the prior's), not the actor's
-  # near-zero σ: at the CPU scale AC's val SBD after 400 steps went from 0.007
-  # to 0.055 (docs/acis_ablation_cvppp.md).
+  # ~0.2: at the CPU scale AC's val SBD at step 400 went from 0.007 to 0.055,
+  # though at step 800 it is no higher (docs/acis_ablation_cvppp.md).
   c.acis.explore_std = 1.0
   if "cpu" in args:
     c.acis.image_size = 112
