@@ -155,7 +155,6 @@ def test_actor_gradient_leaves_decoder_and_critic_alone(setup):
   assert set(grads) == {"critic"} and float(metrics["train/critic_loss"]) == float(loss)
 
 
-
 def test_explore_std_floors_the_sampled_noise(setup):
   """a = μ + max(σ, explore_std)·ε, checked through the decoded mask."""
   c, nets, params = setup
