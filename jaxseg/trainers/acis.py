@@ -217,6 +217,14 @@ def mask_loss(logits, target, dice_weight: float):
   return bce(logits, target).mean((-2, -1)) + dice_weight * (1 - dice)
 
 
+def hard_dice(logits, target):
+  """Dice of (logits > 0) against a binary target over the last two axes:
+  2 Σ P T / max(Σ P + Σ T, 1)."""
+  pred = (logits > 0).astype(jnp.float32)
+  return 2 * jnp.sum(pred * target, (-2, -1)) / jnp.maximum(
+      jnp.sum(pred, (-2, -1)) + jnp.sum(target, (-2, -1)), 1)
+
+
 def step_mask(counts, length: int):
   """(L, B): step t of image b is real when t < N_b."""
   return jnp.arange(length)[:, None] < counts[None]
@@ -260,19 +268,23 @@ def actor_step(nets: Nets, actor_params, decoder_params, inputs: Inputs, state, 
   return (jnp.maximum(state, mask), carry), out
 
 
+def episode_start(nets: Nets, inputs: Inputs):
+  """(M_0, h_0): an empty state mask and a zero LSTM state."""
+  b, s = inputs.x.shape[:2]
+  return jnp.zeros((b, s, s)), nets.actor.initial_carry(b)
+
+
 def rollout(nets: Nets, actor_params, decoder_params, inputs: Inputs, eps, *,
             sample: bool, block: str = "none", explore_std: float = 0.0,
             unroll: bool = False):
   """The episode as one `lax.scan` over `eps` (L, B, latent): time-major outputs
   (`unroll`: every step inlined, see `common.rollout_unrolled`)."""
-  b, s = inputs.x.shape[:2]
-  init = (jnp.zeros((b, s, s)), nets.actor.initial_carry(b))
-
   def step(c, e):
     return actor_step(nets, actor_params, decoder_params, inputs, *c, e,
                       sample=sample, block=block, explore_std=explore_std)
 
-  return jax.lax.scan(step, init, eps, unroll=True if unroll else 1)[1]
+  return jax.lax.scan(step, episode_start(nets, inputs), eps,
+                      unroll=True if unroll else 1)[1]
 
 
 def per_step_grads(step_loss: Callable, params, init, xs, *, unroll: bool = False):
@@ -371,11 +383,8 @@ def cvae_grads(nets: Nets, config, params, batch, rng, frozen, length):
     rec = jnp.sum(mask_loss(logits, target, a.dice_loss_weight) * has) / jnp.maximum(
         has.sum(), 1)
     kl = jnp.sum(kl_normal(mu, logvar) * has) / jnp.maximum(has.sum(), 1)
-    hard = (logits > 0).astype(jnp.float32)
-    dice = 2 * jnp.sum(hard * target, (1, 2)) / jnp.maximum(
-        jnp.sum(hard, (1, 2)) + jnp.sum(target, (1, 2)), 1)
     return rec + a.cvae_kl_weight * kl, {"train/mask_loss": rec, "train/kl": kl,
-                                         "train/dice": jnp.mean(dice)}
+                                         "train/dice": jnp.mean(hard_dice(logits, target))}
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   return loss, grads, metrics
@@ -430,7 +439,7 @@ def bl_trunc_grads(nets: Nets, config, params, batch, rng, frozen, length):
     term = jnp.sum(bce(o["cont"], c_t) * v_t) / n_valid
     return rec + a.termination_weight * term, (carry, (rec, term))
 
-  init = (jnp.zeros_like(inputs.x[..., 0]), nets.actor.initial_carry(inputs.x.shape[0]))
+  init = episode_start(nets, inputs)
   loss, grads, (rec, term) = per_step_grads(
       step_loss, params, init, (assigned, w, vf, cont_target, eps), unroll=unroll)
   return loss, grads, {"train/mask_loss": rec.sum(), "train/termination": term.sum()}
@@ -486,7 +495,7 @@ def ac_actor_grads(nets: Nets, config, params, batch, rng, frozen, length):
     loss = jnp.sum((-q + a.kl_weight * kl + a.termination_weight * term) * v_t) / n_valid
     return loss, (carry, (jnp.sum(q * v_t), jnp.sum(kl * v_t), jnp.sum(term * v_t)))
 
-  init = (jnp.zeros_like(inputs.x[..., 0]), nets.actor.initial_carry(inputs.x.shape[0]))
+  init = episode_start(nets, inputs)
   loss, grads, (q, kl, term) = per_step_grads(
       step_loss, {"actor": params["actor"]}, init, (vf, cont_target, eps), unroll=unroll)
   return loss, grads, {"train/q": q.sum() / n_valid, "train/kl": kl.sum() / n_valid,
@@ -683,16 +692,14 @@ def cvae_evaluator(nets: Nets, config):
   def dice(p, image, inst):
     """Hard Dice of every padded instance (K,) and which are real."""
     masks, valid = instance_targets.instance_masks(inst, a.max_instances)
-    images = jnp.broadcast_to(image, (a.max_instances, *image.shape))
-    inputs = make_inputs(nets, p["preproc"], images)
+    one = make_inputs(nets, p["preproc"], image[None])  # the K instances share it
+    inputs = Inputs(*(jnp.broadcast_to(v, (a.max_instances, *v.shape[1:]))
+                      for v in (one.x, one.angles, one.fg)))
     target = masks.astype(jnp.float32)
     _, (mu, _, _) = nets.actor.apply({"params": p["actor"]}, inputs.actor(target),
                                      nets.actor.initial_carry(a.max_instances))
-    rec = (nets.decoder.apply({"params": p["decoder"]}, mu, inputs.cond) > 0).astype(
-        jnp.float32)
-    d = 2 * jnp.sum(rec * target, (1, 2)) / jnp.maximum(
-        jnp.sum(rec, (1, 2)) + jnp.sum(target, (1, 2)), 1)
-    return d, valid
+    logits = nets.decoder.apply({"params": p["decoder"]}, mu, inputs.cond)
+    return hard_dice(logits, target), valid
 
   def evaluate(params, source, max_examples: int = 0):
     dices = []
@@ -788,7 +795,7 @@ def run_stage(config, workdir: pathlib.Path, stage: Stage, *, nets: Nets, params
                               save_every=config.checkpoint_every)
   state = common.restore_or_init(mgr, init_state, trained, train_iter, repl)
   writer = writer_lib.MetricWriter(workdir)
-  frozen = jax.device_put(frozen, repl)
+  frozen_host, frozen = frozen, jax.device_put(frozen, repl)
 
   def to_device(host_batch):
     batch = common.device_batch(host_batch, mesh=mesh)
@@ -816,7 +823,7 @@ def run_stage(config, workdir: pathlib.Path, stage: Stage, *, nets: Nets, params
 
   def run_eval(step, st):
     t0 = time.time()
-    p = {**jax.device_get(frozen), **jax.device_get(st["params"])}
+    p = {**frozen_host, **jax.device_get(st["params"])}
     metrics = evaluate(p, val_source, config.eval.max_examples)
     if stage.grads is None and config.eval.panel_examples and jax.process_index() == 0:
       panel = order_panel(p, infer=evaluate.infer, config=config, source=val_source,

@@ -160,9 +160,8 @@ def test_explore_std_floors_the_sampled_noise(setup):
   c, nets, params = setup
   batch = jax.tree.map(jnp.asarray, synthetic_batch())
   inputs = acis.make_inputs(nets, params["preproc"], batch["image"])
-  b, s = inputs.x.shape[:2]
-  init = (jnp.zeros((b, s, s)), nets.actor.initial_carry(b))
-  eps = jax.random.normal(jax.random.key(1), (b, c.acis.latent_dim))
+  init = acis.episode_start(nets, inputs)
+  eps = jax.random.normal(jax.random.key(1), (inputs.x.shape[0], c.acis.latent_dim))
   _, (mu, logvar, _) = nets.actor.apply({"params": params["actor"]},
                                         inputs.actor(init[0]), init[1])
   sigma = np.exp(0.5 * np.asarray(logvar))
