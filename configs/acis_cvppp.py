@@ -24,11 +24,10 @@ resized to S x S, with flips and 90° rotations), latent 16, batch 8, Adam 5e-4
 sequence length 5 -> 10 -> 15. The stage lengths are this project's guesses.
 """
 from jaxseg import config as config_lib
-from jaxseg.trainers import acis
 
 
 def get_config(arg=None):
-  variant, args = config_lib.parse_variant(arg, acis.VARIANTS, default="ac",
+  variant, args = config_lib.parse_variant(arg, config_lib.ACIS_VARIANTS, default="ac",
                                            options=("runlocal", "cpu"))
   c = config_lib.default_config()
   c.data.name = "instance_folder"
@@ -76,7 +75,7 @@ def get_config(arg=None):
     c.checkpoint_every = 400
   s = c.acis.image_size
   c.data.resize = c.data.crop_size = (s, s)
-  acis.apply_variant(c, variant)
+  config_lib.apply_variant(c, config_lib.ACIS_VARIANTS, variant)
   if "runlocal" in args:
     c = config_lib.runlocal(c)
     c.acis.image_size = 32

@@ -10,11 +10,10 @@ not a reproduction (the paper keeps the 1:3 aspect).
 import pathlib
 
 from jaxseg import config as config_lib
-from jaxseg.trainers import acis
 
 
 def get_config(arg=None):
-  variant, args = config_lib.parse_variant(arg, acis.VARIANTS, default="ac",
+  variant, args = config_lib.parse_variant(arg, config_lib.ACIS_VARIANTS, default="ac",
                                            options=("runlocal",))
   c = config_lib.load_config_file(pathlib.Path(__file__).with_name("acis_cvppp.py"),
                                   variant + (",runlocal" if "runlocal" in args else ""))

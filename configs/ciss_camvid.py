@@ -20,12 +20,12 @@ variant on any folder dataset, as in the foundation.
 import pathlib
 
 from jaxseg import config as config_lib
-from jaxseg.trainers import ciss
 
 
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
-      arg, ciss.VARIANTS, default="ciss", options=ciss.CONFIG_OPTIONS)
+      arg, config_lib.CISS_VARIANTS,
+      default="ciss", options=("runlocal", *config_lib.CISS_OPTIONS))
   c = config_lib.load_config_file(pathlib.Path(__file__).with_name("psl_camvid.py"))
   c.ciss.trunk_steps = 2000
   c.total_steps = 1000
@@ -43,7 +43,8 @@ def get_config(arg=None):
   # learning rate. Under AdamW here (bench/ciss_ablation.py, one seed, val mIoU
   # t=0 -> t=2): factor 0.1 0.461 -> 0.471, factor 1 0.452 -> 0.480.
   c.ciss.rl_lr_factor = 1.0
-  ciss.apply_variant(c, variant, args)
+  config_lib.apply_variant(c, config_lib.CISS_VARIANTS, variant)
+  config_lib.apply_options(c, args, config_lib.CISS_OPTIONS)
   if "runlocal" in args:
     c = config_lib.runlocal(c)
     c.ciss.trunk_steps = 4

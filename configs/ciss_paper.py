@@ -16,7 +16,6 @@ the Base Net's learning rate. Until these datasets have loaders the run stops
 saying what data it expects and how to provide it as a folder dataset.
 """
 from jaxseg import config as config_lib
-from jaxseg.trainers import ciss
 
 # dataset -> (crop, base lr, PSPNet depth, steps); the paper's Sec. 3.2.
 DATASETS = {
@@ -28,7 +27,8 @@ DATASETS = {
 
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
-      arg, ciss.VARIANTS, default="ciss", options=ciss.CONFIG_OPTIONS + ("dataset",))
+      arg, config_lib.CISS_VARIANTS,
+      default="ciss", options=("runlocal", "dataset", *config_lib.CISS_OPTIONS))
   dataset = args.get("dataset", "ade20k")
   if dataset not in DATASETS:
     raise ValueError(f"configs/ciss_paper.py needs dataset=NAME with NAME one of "
@@ -57,7 +57,8 @@ def get_config(arg=None):
   c.eval.crop_size = crop
   c.eval.batch_size = 2
   c.ciss.steps = 8  # the authors' code
-  ciss.apply_variant(c, variant, args)
+  config_lib.apply_variant(c, config_lib.CISS_VARIANTS, variant)
+  config_lib.apply_options(c, args, config_lib.CISS_OPTIONS)
   if "runlocal" in args:
     c = config_lib.runlocal(c)
     c.model.backbone = "resnet_debug"

@@ -21,12 +21,12 @@ variant on any folder dataset.
 import pathlib
 
 from jaxseg import config as config_lib
-from jaxseg.trainers import rss
 
 
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
-      arg, rss.VARIANTS, default="psr_multi_psd", options=rss.CONFIG_OPTIONS)
+      arg, config_lib.RSS_VARIANTS,
+      default="psr_multi_psd", options=("runlocal", *config_lib.RSS_OPTIONS))
   # Data, model and optimiser: configs/psl_camvid.py's, measured there, without
   # its class weights (RSS has no cross-entropy to weight) and on a shorter budget.
   c = config_lib.load_config_file(pathlib.Path(__file__).with_name("psl_camvid.py"))
@@ -37,7 +37,7 @@ def get_config(arg=None):
   # SyncAN off on one CPU device would change nothing: split the batch of 8
   # into 4 shards of 2 images, as the paper's 8 GPUs x 2 images.
   c.rss.nosync_groups = 4
-  rss.apply_variant(c, variant)
+  config_lib.apply_variant(c, config_lib.RSS_VARIANTS, variant)
   # Measured on this machine (500-step probes, val mIoU): without an entropy
   # bonus the policy collapses to a few classes within ~100 steps (entropy
   # 2.4 -> 0.1 nats). Pixel level: bonus 0 -> 0.175, 0.05 -> 0.200, 0.2 -> 0.264,
@@ -46,7 +46,7 @@ def get_config(arg=None):
   # (the policy stays near uniform).
   c.rss.entropy_coef = 0.2 if c.rss.level == "pixel" else 0.01
   c.rss.psd_std_normalize = True
-  rss.apply_options(c, args)
+  config_lib.apply_options(c, args, config_lib.RSS_OPTIONS)
   if "runlocal" in args:
     c = config_lib.runlocal(c)
     c.rss.nosync_groups = 2

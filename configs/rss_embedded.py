@@ -12,17 +12,16 @@ configs/rss_camvid.py).
 import pathlib
 
 from jaxseg import config as config_lib
-from jaxseg.trainers import rss
 
 
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
-      arg, [v for v in rss.VARIANTS if v != "psl"], default="psr_multi_psd")
+      arg, [v for v in config_lib.RSS_VARIANTS if v != "psl"], default="psr_multi_psd")
   # Data, model, optimiser and budget: configs/psl_embedded.py's, so the PSL
   # run beside it is that config exactly.
   c = config_lib.load_config_file(pathlib.Path(__file__).with_name("psl_embedded.py"),
                                   "runlocal" if "runlocal" in args else None)
-  rss.apply_variant(c, variant)
+  config_lib.apply_variant(c, config_lib.RSS_VARIANTS, variant)
   # As in configs/rss_camvid.py: an entropy bonus against early collapse, on
   # std-normalised PSD advantages.
   c.rss.entropy_coef = 0.2 if c.rss.level == "pixel" else 0.01

@@ -20,12 +20,12 @@ dataset (`--config.data.name=folder --config.data.root=ROOT`). The other models 
 the paper's Tab. 4 (DeepLabV3, Segmenter) are not implemented.
 """
 from jaxseg import config as config_lib
-from jaxseg.trainers import rss
 
 
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
-      arg, rss.VARIANTS, default="psr_multi_psd", options=rss.CONFIG_OPTIONS)
+      arg, config_lib.RSS_VARIANTS,
+      default="psr_multi_psd", options=("runlocal", *config_lib.RSS_OPTIONS))
   c = config_lib.default_config()
   c.data.name = "pascal_context"
   c.data.ignore_index = 255
@@ -44,10 +44,10 @@ def get_config(arg=None):
   c.checkpoint_every = 2000
   c.eval.crop_size = (512, 512)
   c.rss.num_samples = 4
-  rss.apply_variant(c, variant)
+  config_lib.apply_variant(c, config_lib.RSS_VARIANTS, variant)
   # The paper's best: 400 on the classifier for image-level rewards, 1 for pixel level.
   c.optim.last_layer_lr_factor = 400.0 if c.rss.level == "image" and c.trainer == "rss" else 1.0
-  rss.apply_options(c, args)
+  config_lib.apply_options(c, args, config_lib.RSS_OPTIONS)
   if "runlocal" in args:
     c = config_lib.runlocal(c)
     c.data.crop_size = (64, 64)

@@ -197,6 +197,72 @@ def parse_variant(arg: str | None, variants, *, default: str,
   return (chosen[0] if chosen else default), args
 
 
+def check_choice(key: str, value, choices) -> None:
+  """Raises `config.KEY=VALUE is unknown; choose from (...)` unless VALUE is one
+  of `choices`: the one "must be one of" check every module uses."""
+  if value not in choices:
+    raise ValueError(f"config.{key}={value!r} is unknown; choose from {tuple(choices)}.")
+
+
+# Variants are data: name -> flattened overrides, applied with the ConfigDict's
+# own `update_from_flattened_dict` (so a misspelt key fails like a flag would).
+PSR_SINGLE = (1 / 8,)
+PSR_MULTI = (1 / 16, 1 / 8, 1 / 4, 1.0)
+_IMAGE = {"trainer": "rss", "rss.level": "image"}
+# The RSS paper's Tables 1 and 2 (configs/rss_*.py:VARIANT).
+RSS_VARIANTS = {
+    "psl": {"trainer": "psl"},
+    "pixel": {"trainer": "rss", "rss.level": "pixel", "rss.sync_an": True},
+    "pixel_nosync": {"trainer": "rss", "rss.level": "pixel", "rss.sync_an": False},
+    "naive": {**_IMAGE, "rss.psr_scales": (1.0,), "rss.psd": False},
+    "psr_single": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.psd": False},
+    "psr_single_psd": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.psd": True},
+    "psr_multi": {**_IMAGE, "rss.psr_scales": PSR_MULTI, "rss.psd": False},
+    "psr_multi_psd": {**_IMAGE, "rss.psr_scales": PSR_MULTI, "rss.psd": True},
+}
+# `:VARIANT,lr_factor=F` (Tab. 3: the classifier's lr factor), `cold=DIR` (cold start).
+RSS_OPTIONS = {"lr_factor": "optim.last_layer_lr_factor", "cold": "init_from"}
+# CiSS-Net's Tab. 4 rows (configs/ciss_*.py:VARIANT).
+CISS_VARIANTS = {
+    "baseline": {"trainer": "ciss", "ciss.context": "none", "ciss.entropy_coef": 0.05},
+    "pmap": {"trainer": "ciss", "ciss.context": "pmap", "ciss.entropy_coef": 0.05},
+    "gated": {"trainer": "ciss", "ciss.context": "policy", "ciss.entropy_coef": 0.001},
+    "ciss": {"trainer": "ciss", "ciss.context": "policy", "ciss.entropy_coef": 0.05},
+}
+# `gamma=G` (Tab. 2), `entropy=L` (λ2, Tab. 3), `trunk=DIR` (= --config.init_from).
+CISS_OPTIONS = {"gamma": "ciss.gamma", "entropy": "ciss.entropy_coef", "trunk": "init_from"}
+# ACIS's Tab. 1 rows (configs/acis_*.py:VARIANT).
+_AC = {"trainer": "acis", "acis.method": "ac"}
+ACIS_VARIANTS = {
+    "bl": {"trainer": "acis", "acis.method": "bl", "acis.state_pyramid": True},
+    "bl_trunc": {"trainer": "acis", "acis.method": "bl_trunc", "acis.state_pyramid": True},
+    "ac": {**_AC, "acis.state_pyramid": True},
+    "ac_nokl": {**_AC, "acis.kl_weight": 0.0, "acis.state_pyramid": True},
+    "ac_nosp": {**_AC, "acis.state_pyramid": False},
+}
+
+
+def apply_variant(c: ml_collections.ConfigDict, table: dict, name: str
+                  ) -> ml_collections.ConfigDict:
+  """`table[name]`'s flattened overrides, in place."""
+  check_choice("VARIANT", name, table)
+  c.update_from_flattened_dict(dict(table[name]))
+  return c
+
+
+def apply_options(c: ml_collections.ConfigDict, args: dict[str, str],
+                  options: dict[str, str]) -> ml_collections.ConfigDict:
+  """Each `options` entry (option name -> dotted key) given in `args` (parsed
+  `:ARG` strings), converted to the field's type, in place."""
+  for opt, key in options.items():
+    if opt in args:
+      node = c
+      for part in key.split("."):
+        node = node[part]
+      c.update_from_flattened_dict({key: type(node)(args[opt])})
+  return c
+
+
 def load_config_file(path: str | pathlib.Path, arg: str | None = None
                      ) -> ml_collections.ConfigDict:
   """`get_config(arg)` of a config file, loaded as `--config=PATH:ARG` loads it

@@ -102,3 +102,26 @@ def make_optimizer(
     labels = jax.tree.map(lambda f: "frozen" if f == 0.0 else "train", factors)
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule
+
+
+def per_group(txs: dict[str, optax.GradientTransformation]) -> optax.GradientTransformation:
+  """One optimizer over a dict of parameter groups, `txs[k]` for group `k`
+  (ACIS: Adam for the actor, Adam at 2× for the critic).
+
+  The state is the plain dict `{k: txs[k].init(params[k])}`. `update` accepts
+  gradients of any subset of the groups (an actor-only or a critic-only step)
+  and returns updates for those alone, leaving the other groups' states as
+  they were; `optax.multi_transform` would instead run every group's
+  optimizer on every step (zero gradients still move Adam's moments).
+  """
+
+  def init_fn(params):
+    return {k: txs[k].init(params[k]) for k in params}
+
+  def update_fn(updates, state, params=None):
+    out, state = {}, dict(state)
+    for k, g in updates.items():
+      out[k], state[k] = txs[k].update(g, state[k], None if params is None else params[k])
+    return out, state
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -50,8 +50,7 @@ def _load(name, arg=None):
 
 
 def test_rss_variants_set_their_ablation_row():
-  from jaxseg.trainers import rss
-  for variant in rss.VARIANTS:
+  for variant in config_lib.RSS_VARIANTS:
     c = _load("rss_camvid.py", f"{variant},runlocal")
     assert c.trainer == ("psl" if variant == "psl" else "rss")
   c = _load("rss_camvid.py", "psr_multi_psd,lr_factor=40,cold=/x")
@@ -76,3 +75,33 @@ def test_rss_pascal_says_what_data_it_needs(tmp_path):
   for text in ("'pascal_context' has no loader", "Pascal Context 59",
                "--config.data.name=folder --config.data.root=ROOT"):
     assert text in proc.stderr, proc.stderr[-2000:]
+
+
+def test_configs_import_only_the_config_module():
+  """Configs are data: they import jaxseg.config (and ml_collections), never a trainer."""
+  import ast
+  for path in sorted((ROOT / "configs").glob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, (ast.Import, ast.ImportFrom)):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+            a.name for a in node.names]
+        for name in names:
+          assert name.split(".")[0] in ("jaxseg", "ml_collections", "pathlib", "__future__"), (
+              path.name, name)
+          assert not name.startswith("jaxseg.") or name == "jaxseg.config", (path.name, name)
+        if isinstance(node, ast.ImportFrom) and node.module == "jaxseg":
+          assert [a.name for a in node.names] == ["config"], path.name
+
+
+def test_variants_and_options_are_flattened_overrides():
+  c = config_lib.apply_variant(config_lib.default_config(), config_lib.ACIS_VARIANTS, "ac_nokl")
+  assert (c.trainer, c.acis.method, c.acis.kl_weight) == ("acis", "ac", 0.0)
+  c = config_lib.apply_options(c, {"gamma": "0.5", "trunk": "/t"}, config_lib.CISS_OPTIONS)
+  assert c.ciss.gamma == 0.5 and c.init_from == "/t"
+  with pytest.raises(ValueError, match=r"config.VARIANT='acc' is unknown; choose from"):
+    config_lib.apply_variant(c, config_lib.ACIS_VARIANTS, "acc")
+  with pytest.raises(ValueError, match=r"config.a.b='x' is unknown; choose from \('y', 'z'\)"):
+    config_lib.check_choice("a.b", "x", ("y", "z"))
+  for table in (config_lib.RSS_VARIANTS, config_lib.CISS_VARIANTS, config_lib.ACIS_VARIANTS):
+    for name in table:  # every override names a field of the schema
+      config_lib.apply_variant(config_lib.default_config(), table, name)

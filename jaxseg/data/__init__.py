@@ -1,35 +1,35 @@
-"""Data layer: the embedded dataset, folder datasets and grain pipelines."""
+"""Data layer: the embedded dataset, folder datasets and grain pipelines.
 
-from jaxseg.data.augment import TrainAugmentation
-from jaxseg.data.embedded import CLASS_NAMES
-from jaxseg.data.embedded import generate_example
-from jaxseg.data.embedded import load_embedded
-from jaxseg.data.errors import DataError
-from jaxseg.data.folder import FolderSource
-from jaxseg.data.folder import InstanceFolderSource
-from jaxseg.data.folder import read_classes
-from jaxseg.data.pipeline import DATASET_NAMES
-from jaxseg.data.pipeline import DatasetInfo
-from jaxseg.data.pipeline import get_source
-from jaxseg.data.pipeline import make_eval_dataset
-from jaxseg.data.pipeline import make_train_dataset
-from jaxseg.data.pipeline import to_global_array
-from jaxseg.data.pipeline import train_dataset_from_config
+Names are loaded on first use (PEP 562), so that importing a pure submodule
+such as `jaxseg.data.instance_targets` (jittable targets the ACIS algorithm
+uses) does not import grain or TFDS.
+"""
+import importlib
 
-__all__ = [
-    "CLASS_NAMES",
-    "DATASET_NAMES",
-    "DataError",
-    "DatasetInfo",
-    "FolderSource",
-    "InstanceFolderSource",
-    "TrainAugmentation",
-    "generate_example",
-    "get_source",
-    "load_embedded",
-    "make_eval_dataset",
-    "make_train_dataset",
-    "read_classes",
-    "to_global_array",
-    "train_dataset_from_config",
-]
+_WHERE = {
+    "TrainAugmentation": "augment",
+    "CLASS_NAMES": "embedded",
+    "generate_example": "embedded",
+    "load_embedded": "embedded",
+    "DataError": "errors",
+    "FolderSource": "folder",
+    "InstanceFolderSource": "folder",
+    "read_classes": "folder",
+    "DATASET_NAMES": "pipeline",
+    "DatasetInfo": "pipeline",
+    "get_source": "pipeline",
+    "make_eval_dataset": "pipeline",
+    "make_train_dataset": "pipeline",
+    "to_global_array": "pipeline",
+    "train_dataset_from_config": "pipeline",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+  if name not in _WHERE:
+    raise AttributeError(f"module 'jaxseg.data' has no attribute {name!r}")
+  value = getattr(importlib.import_module(f"jaxseg.data.{_WHERE[name]}"), name)
+  globals()[name] = value
+  return value

@@ -1,6 +1,9 @@
 """Trainers: the only code with loops, I/O and config reading.
 
-`TRAINERS` maps `config.trainer` to `train_and_evaluate(config, workdir)`.
+`TRAINERS` maps `config.trainer` to `train_and_evaluate(config, workdir)`,
+which returns a `loop.Result`. Shared by every method: `step` (the compiled
+update), `loop` (the run), `stages` (multi-stage runs), `semantic` (model,
+optimizer and mIoU evaluation of the semantic methods).
 """
 from jaxseg.trainers import acis, ciss, psl, rss
 

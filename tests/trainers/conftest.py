@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from jaxseg import config as config_lib
-from jaxseg import models, optim, parallel
+from jaxseg import algorithms, models, optim, parallel
 from jaxseg.data import to_global_array
-from jaxseg.trainers import common
+from jaxseg.trainers import step as step_lib
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,6 @@ def _one_step_on_1_and_8_devices(c, make_loss, build_model=None):
   assert jax.device_count() == 8
   model = (build_model(c, _Info) if build_model
            else models.build_model(c.model, _Info.num_classes))
-  apply_fn = common.make_apply_fn(model)
   params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)),
                       train=False)["params"]
   tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
@@ -57,10 +56,10 @@ def _one_step_on_1_and_8_devices(c, make_loss, build_model=None):
   for n in (1, 8):
     mesh = parallel.make_data_mesh(n)
     repl = parallel.replicated(mesh)
-    loss_fn = make_loss(config=c, apply_fn=apply_fn, info=_Info, mesh=mesh)
-    update = jax.jit(common.make_update_fn(loss_fn, tx, schedule),
+    loss_fn = make_loss(c, model=model, info=_Info, mesh=mesh)
+    update = jax.jit(step_lib.make_update(algorithms.as_grads_fn(loss_fn), tx, schedule),
                      out_shardings=(repl, repl, repl))
-    state = jax.device_put(common.init_train_state(params, tx=tx, rng=jax.random.key(1)), repl)
+    state = jax.device_put(step_lib.init_state(params, tx=tx, rng=jax.random.key(1)), repl)
     state, metrics, finite = update(state, to_global_array(batch, parallel.batch_sharding(mesh)))
     assert bool(finite)
     results.append((jax.device_get(metrics), jax.device_get(state["params"])))

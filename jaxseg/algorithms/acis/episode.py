@@ -1,0 +1,175 @@
+"""ACIS episodes: the networks, what each step sees, one transition, the
+episode as a scan, one-step gradients inside a scan, and the Hungarian
+assignment and matching rewards of an episode's masks."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxseg import rewards
+from jaxseg.algorithms import normalize_images
+from jaxseg.data import instance_targets
+from jaxseg.models import acis as nets_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Nets:
+  """The four networks; their params live under the same top-level names."""
+  preproc: nets_lib.PreprocNet
+  actor: nets_lib.Actor
+  decoder: nets_lib.Decoder
+  critic: nets_lib.Critic
+
+
+def init_params(nets: Nets, rng, *, image_size: int, num_angle_bins: int,
+                latent_dim: int) -> dict[str, Any]:
+  s, bins = image_size, num_angle_bins
+  x = jnp.zeros((1, s, s, 3 + 1 + bins + 1))
+  keys = jax.random.split(rng, 4)
+  return {
+      "preproc": nets.preproc.init(keys[0], x[..., :3])["params"],
+      "actor": nets.actor.init(keys[1], x, nets.actor.initial_carry(1))["params"],
+      "decoder": nets.decoder.init(keys[2], jnp.zeros((1, latent_dim)),
+                                   x[..., :3 + bins + 1])["params"],
+      "critic": nets.critic.init(keys[3], jnp.zeros((1, s, s, 3 + 2 + bins + 1)))["params"],
+  }
+
+
+def preproc_maps(nets: Nets, params, x):
+  """(angles (B, S, S, 8), fg (B, S, S, 1)) probabilities, no gradient."""
+  p = jax.nn.sigmoid(nets.preproc.apply({"params": jax.lax.stop_gradient(params)}, x))
+  return p[..., 1:], p[..., :1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """What every step of an episode sees: x normalised image, the frozen
+  pre-processing maps, and the decoder's condition [x, angles, fg]."""
+  x: jax.Array
+  angles: jax.Array
+  fg: jax.Array
+
+  @property
+  def cond(self):
+    return jnp.concatenate([self.x, self.angles, self.fg], -1)
+
+  def actor(self, state):
+    return jnp.concatenate([self.x, state[..., None], self.angles, self.fg], -1)
+
+  def critic(self, state, mask):
+    return jnp.concatenate([self.x, state[..., None], mask[..., None], self.angles,
+                            self.fg], -1)
+
+
+def make_inputs(nets: Nets, preproc_params, images) -> Inputs:
+  x = normalize_images(images)
+  return Inputs(x, *preproc_maps(nets, preproc_params, x))
+
+
+@dataclasses.dataclass(frozen=True)
+class Targets:
+  masks: jax.Array  # float (B, K, S, S) ground-truth instances, padded
+  valid: jax.Array  # bool (B, K)
+  counts: jax.Array  # int (B,)
+
+
+def make_targets(instances, max_instances: int) -> Targets:
+  masks, valid = jax.vmap(functools.partial(
+      instance_targets.instance_masks, max_instances=max_instances))(instances)
+  return Targets(masks.astype(jnp.float32), valid, valid.sum(-1))
+
+
+def actor_step(nets: Nets, actor_params, decoder_params, inputs: Inputs, state, carry,
+               eps, *, sample: bool, block: str = "none", explore_std: float = 0.0):
+  """One transition: ((M_{t+1}, h_t), outputs) from (M_t, h_{t−1}).
+
+  Sampled actions are a_t = μ_t + sg(max(σ_t, explore_std)) ε_t. `block`
+  zeroes one recurrent state at every step (Tab. 2): "mask" gives the actor
+  M_t = 0, "lstm" gives it a zero LSTM state.
+  """
+  if block == "lstm":
+    carry = jax.tree.map(jnp.zeros_like, carry)
+  seen = jnp.zeros_like(state) if block == "mask" else state
+  carry, (mu, logvar, cont) = nets.actor.apply(
+      {"params": actor_params}, inputs.actor(seen), carry)
+  std = jax.lax.stop_gradient(jnp.maximum(jnp.exp(0.5 * logvar), explore_std))
+  action = mu + std * eps if sample else mu
+  logits = nets.decoder.apply({"params": decoder_params}, action, inputs.cond)
+  mask = jax.nn.sigmoid(logits)
+  out = {"state": state, "logits": logits, "mask": mask, "mu": mu, "logvar": logvar,
+         "cont": cont}
+  return (jnp.maximum(state, mask), carry), out
+
+
+def episode_start(nets: Nets, inputs: Inputs):
+  """(M_0, h_0): an empty state mask and a zero LSTM state."""
+  b, s = inputs.x.shape[:2]
+  return jnp.zeros((b, s, s)), nets.actor.initial_carry(b)
+
+
+def rollout(nets: Nets, actor_params, decoder_params, inputs: Inputs, eps, *,
+            sample: bool, block: str = "none", explore_std: float = 0.0,
+            unroll: bool = False):
+  """The episode as one `lax.scan` over `eps` (L, B, latent): time-major outputs
+  (`unroll`: every step inlined, faster on XLA:CPU, more memory)."""
+  def step(c, e):
+    return actor_step(nets, actor_params, decoder_params, inputs, *c, e,
+                      sample=sample, block=block, explore_std=explore_std)
+
+  return jax.lax.scan(step, episode_start(nets, inputs), eps,
+                      unroll=True if unroll else 1)[1]
+
+
+def per_step_grads(step_loss: Callable, params, init, xs, *, unroll: bool = False):
+  """Σ_t ∇θ ℓ_t(θ; sg(s_t)) with one step's activations alive at a time.
+
+  `step_loss(params, carry, x) -> (loss, (next_carry, out))`. Each step is
+  differentiated inside the scan body and the gradient accumulated in the
+  carry: one-step (truncated) BPTT, memory independent of the length.
+  Returns (Σ_t ℓ_t, grads, stacked outs).
+  """
+  grad_fn = jax.value_and_grad(step_loss, has_aux=True)
+
+  def body(c, x):
+    carry, acc, total = c
+    (loss, (carry, out)), g = grad_fn(params, carry, x)
+    carry = jax.lax.stop_gradient(carry)
+    return (carry, jax.tree.map(jnp.add, acc, g), total + loss), out
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (_, grads, total), outs = jax.lax.scan(body, (init, zeros, jnp.zeros(())), xs,
+                                         unroll=True if unroll else 1)
+  return total, grads, outs
+
+
+def assign_targets(masks, targets: Targets, valid):
+  """Hungarian assignment of ground truth to the L predictions (soft Dice).
+
+  masks (L, B, S, S), valid (L, B) → (targets (L, B, S, S), matched (L, B)).
+  """
+
+  def one(m, gt, gt_valid, row_valid):
+    scores = rewards.soft_dice_scores(m, gt, gt_valid)
+    return rewards.max_matching(scores, row_valid=row_valid, col_valid=gt_valid)[0]
+
+  assign = jax.vmap(one, in_axes=(1, 0, 0, 1))(
+      jax.lax.stop_gradient(masks), targets.masks, targets.valid, valid)  # (B, L)
+  picked = jnp.take_along_axis(targets.masks, jnp.maximum(assign, 0)[..., None, None],
+                               axis=1)
+  return jnp.swapaxes(picked, 0, 1), (assign >= 0).T
+
+
+def episode_rewards(masks, targets: Targets, valid):
+  """r (L, B) = φ_{t+1} − φ_t of the soft-Dice max-matching potential of a
+  time-major episode (`rewards.matching_rewards` per image)."""
+
+  def one(m, gt, gt_valid, row_valid):
+    scores = rewards.soft_dice_scores(m, gt, gt_valid)
+    return rewards.matching_rewards(scores, pred_valid=row_valid, gt_valid=gt_valid)
+
+  return jax.vmap(one, in_axes=(1, 0, 0, 1), out_axes=1)(
+      masks, targets.masks, targets.valid, valid) * valid

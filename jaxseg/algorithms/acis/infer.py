@@ -1,0 +1,56 @@
+"""ACIS inference: mean-action episodes until the termination unit stops, and
+the host-side turning of masks into label maps and Tab. 2's Dice*."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from jaxseg import rewards
+from jaxseg.algorithms.acis import episode as ep
+
+
+def infer(nets: ep.Nets, params, images, *, max_instances: int, latent_dim: int,
+          block: str = "none", unroll: bool = False):
+  """(params, uint8 (B, S, S, 3)) -> (mask probs (T, B, S, S), continue probs
+  (T, B)) for T = `max_instances` mean-action steps (jit it)."""
+  inputs = ep.make_inputs(nets, params["preproc"], images)
+  eps = jnp.zeros((max_instances, images.shape[0], latent_dim))
+  out = ep.rollout(nets, params["actor"], params["decoder"], inputs, eps, sample=False,
+                   block=block, unroll=unroll)
+  return out["mask"], jax.nn.sigmoid(out["cont"])
+
+
+def num_predicted(cont) -> int:
+  """Steps kept: up to and including the first step whose continue prob < 0.5."""
+  stop = np.flatnonzero(np.asarray(cont) < 0.5)
+  return int(stop[0]) + 1 if stop.size else len(cont)
+
+
+def label_map(masks: np.ndarray) -> np.ndarray:
+  """(n, H, W) probabilities -> instance ids (H, W): the most probable mask
+  where it exceeds 0.5, else background."""
+  if not len(masks):
+    return np.zeros(masks.shape[1:], np.int32)
+  best = masks.argmax(0)
+  return np.where(masks.max(0) > 0.5, best + 1, 0).astype(np.int32)
+
+
+def paste_back(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bilinear upsampling of (n, S, S) probabilities to the original (H, W)."""
+  return np.stack([np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(
+      (size[1], size[0]), Image.BILINEAR)) for m in masks]) if len(masks) else \
+      np.zeros((0, *size), np.float32)
+
+
+def gt_stop_dice(masks: np.ndarray, gt: np.ndarray) -> float:
+  """Tab. 2's Dice*: the first #gt binarised masks max-matched to the ground
+  truth by Dice; matched Dice summed over the ground-truth count."""
+  ids = np.unique(gt[gt > 0])
+  if not ids.size:
+    return float(not len(masks))
+  pred = (masks[:ids.size] > 0.5).astype(np.float32)
+  truth = (gt[None] == ids[:, None, None]).astype(np.float32)
+  scores = rewards.soft_dice_scores(jnp.asarray(pred), jnp.asarray(truth))
+  return float(rewards.max_matching(scores)[1]) / ids.size

@@ -1,0 +1,188 @@
+"""RSS: semantic segmentation trained from rewards (SPEC §1), as pure losses.
+
+Two levels, both a loss `(params, batch, rng, step) -> (loss, metrics)` whose
+sampling, rewards, advantages and per-scale terms sit inside the one jitted,
+sharded train step:
+
+* pixel: N actions per pixel, `r = 1[a == y]`, GRPO-normalised over the valid
+  (pixel, sample) rewards of the global batch (SyncAN) or of each shard.
+* image: per PSR scale, N whole action maps sampled from average-pooled logits,
+  one reward per map (a `SCORES` entry, default the image's mIoU against the
+  block-mode label), advantages normalised over the N maps of the image (naive)
+  or pair-wise spatial differences (PSD); one loss term per scale.
+
+Policy-gradient loss at each scale: `-Σ stop_gradient(A)·log π(a) / (N·#valid)`
+over valid positions, minus `entropy_coef` × the mean policy entropy.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxseg import rewards
+
+LEVELS = ("pixel", "image")
+PIXEL_GROUPS = ("global", "per_pixel")
+IMAGE_GROUPS = ("image", "global")
+SCHEDULES = ("all", "coarse_to_fine")
+
+
+def _accuracy_score(actions, labels, *, ignore_index):
+  r, valid = rewards.pixel_correctness(actions, labels, ignore_index=ignore_index)
+  return jnp.sum(r) / jnp.maximum(jnp.sum(valid), 1)
+
+
+# Per-image score functions `(actions (H, W), labels (H, W)) -> ()`, built from
+# (num_classes, ignore_index). Register another (e.g. `rewards.host_score(fn)`
+# around an external evaluator) to train on it.
+SCORES = {
+    "miou": lambda num_classes, ignore_index: functools.partial(
+        rewards.image_miou, num_classes=num_classes, ignore_index=ignore_index),
+    "pixel_accuracy": lambda num_classes, ignore_index: functools.partial(
+        _accuracy_score, ignore_index=ignore_index),
+}
+
+
+def sharded_normalize(r, where=None, *, groups: int):
+  """`normalize_advantages` per shard: the batch axis (axis 0 of `r`) split
+  into `groups` contiguous shards, each normalised on its own (SyncAN off).
+  With `groups == 1` this is the global (SyncAN) statistic: under `jit` with a
+  sharded batch XLA all-reduces the sums, as `psum` does inside `shard_map`."""
+  split = lambda x: x.reshape(groups, r.shape[0] // groups, *r.shape[1:])
+  adv = rewards.normalize_advantages(split(r), where=None if where is None else split(where),
+                                     axis=tuple(range(1, r.ndim + 1)))
+  return adv.reshape(r.shape)
+
+
+def _sample(rng, logits, num_samples):
+  """N actions per position and their log-probs, both (B, N, ...)."""
+  a = rewards.sample_actions(rng, jax.lax.stop_gradient(logits), num_samples)
+  logp = rewards.action_log_probs(logits, a)
+  return jnp.moveaxis(a, 0, 1), jnp.moveaxis(logp, 0, 1)
+
+
+def _masked_std(x, mask):
+  """Standard deviation of `x` over the entries where `mask` holds."""
+  n = jnp.maximum(jnp.sum(mask), 1)
+  mean = jnp.sum(jnp.where(mask, x, 0)) / n
+  return jnp.sqrt(jnp.sum(jnp.where(mask, (x - mean) ** 2, 0)) / n)
+
+
+def _policy_loss(adv, logp, valid, num_samples):
+  """`-Σ stop_gradient(A)·log π(a) / (N·#valid)`; adv/logp (B, N, ...), valid (B, ...)."""
+  valid = valid[:, None].astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(valid), 1.0)
+  return -jnp.sum(jax.lax.stop_gradient(adv) * logp * valid) / (num_samples * count)
+
+
+def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="global",
+                     groups=1):
+  """Pixel-level RSS (SPEC §1.1). logits (B, H, W, C), labels (B, H, W).
+
+  `a_n ~ π(z)` per pixel, `r_n(p) = 1[a_n(p) = y(p)]` on valid pixels,
+  `A = (r − mean) / (std + eps)` over every valid (pixel, sample) of the batch
+  (`groups` shards alone when SyncAN is off; `group="per_pixel"`: over the N
+  samples of each pixel), loss `-Σ A·log π(a_n) / (N·#valid)`.
+  """
+  a, logp = _sample(rng, logits, num_samples)  # (B, N, H, W)
+  r, valid = rewards.pixel_correctness(a, labels[:, None], ignore_index=ignore_index)
+  if group == "per_pixel":
+    adv = rewards.normalize_advantages(r, where=valid, axis=1)
+  else:
+    adv = sharded_normalize(r, valid, groups=groups)
+  loss = _policy_loss(adv, logp, valid[:, 0], num_samples)
+  metrics = {"train/reward": jnp.sum(r) / jnp.maximum(jnp.sum(valid), 1),
+             "train/adv_std": _masked_std(adv, valid)}
+  return loss, metrics
+
+
+def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_classes,
+                     ignore_index, psd, psd_std_normalize=False, group="image", groups=1):
+  """Image-level RSS at one PSR scale `s = 1/factor` (SPEC §1.2).
+
+  `z_s = avgpool_f(z)`, `y_s = blockmode_f(y)`, `a_n ~ π(z_s)` for n < N,
+  `R_n = score(a_n, y_s)`. Advantages, broadcast over (h, w) unless PSD:
+    naive: `A_n = (R_n − mean_n R) / (std_n R + eps)` over the N maps of an
+           image (`group="image"`) or every map of the (shard's) batch;
+    PSD:   `A_i(p) = Σ_j (R_i − R_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)`, optionally
+           divided by the std of its non-zero entries.
+  Loss `-Σ_{n,p valid} A_n(p)·log π(a_n(p)) / (N·#valid)`. Returns (loss, metrics).
+  """
+  z = rewards.downsample_logits(logits, factor)
+  y = rewards.downsample_labels(labels, factor, num_classes=num_classes,
+                                ignore_index=ignore_index)
+  a, logp = _sample(rng, z, num_samples)  # (B, N, h, w)
+  r = rewards.sample_scores(score_fn, a, y)  # (B, N)
+  valid = y != ignore_index  # (B, h, w)
+  metrics = {}
+  if psd:
+    adv = jax.vmap(rewards.pairwise_spatial_difference)(a, r)  # (B, N, h, w)
+    mask = valid[:, None] & (adv != 0)
+    metrics["psd_nonzero"] = jnp.sum(mask) / jnp.maximum(num_samples * jnp.sum(valid), 1)
+    if psd_std_normalize:
+      m = mask.astype(jnp.float32)
+      std = jnp.sqrt(jnp.sum(adv * adv * m) / jnp.maximum(jnp.sum(m), 1.0))
+      adv = adv / (std + 1e-6)
+  else:
+    if group == "image":
+      adv_img = rewards.normalize_advantages(r, axis=1)
+    else:
+      adv_img = sharded_normalize(r, groups=groups)
+    adv = jnp.broadcast_to(adv_img[:, :, None, None], a.shape)
+  loss = _policy_loss(adv, logp, valid, num_samples)
+  metrics["reward"] = jnp.mean(r)
+  metrics["adv_std"] = _masked_std(adv, jnp.broadcast_to(valid[:, None], adv.shape))
+  return loss, metrics
+
+
+def scale_weights(factors, step, *, weights=(), schedule="all", unlock_fraction=0.5,
+                  total_steps=1):
+  """Per-scale loss weights at `step`: `weights` (default 1 each), zeroed for
+  scales not yet unlocked by the coarse-to-fine schedule (scales unlock
+  coarsest first, evenly over the first `unlock_fraction` of training)."""
+  w = jnp.asarray(weights or [1.0] * len(factors), jnp.float32)
+  if schedule == "coarse_to_fine" and len(factors) > 1:
+    rank = jnp.asarray([sorted(factors, reverse=True).index(f) for f in factors])
+    span = unlock_fraction * total_steps / len(factors)
+    w = w * (step >= rank * span)
+  return w
+
+
+def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups=1,
+              pixel_group="global", image_group="image", score_fn=None, factors=(1,),
+              weights=(), schedule="all", unlock_fraction=0.5, total_steps=1, psd=False,
+              psd_std_normalize=False, entropy_coef=0.0):
+  """The RSS loss `(params, batch, rng, step) -> (loss, metrics)`.
+
+  `level="pixel"`: `pixel_level_loss`; `"image"`: Σ_s w_s(step) ·
+  `image_level_loss` over the PSR pooling `factors` (`scale_weights`).
+  `groups` > 1 normalises each of that many batch shards alone (SyncAN off).
+  """
+  def loss_fn(params, batch, rng, step):
+    rng_model, rng_sample = jax.random.split(rng)
+    labels = batch["label"]
+    logits = apply_fn(params, batch["image"], train=True, rng=rng_model)
+    valid = labels != ignore_index
+    ent = jnp.sum(jnp.where(valid, rewards.entropy(logits), 0)) / jnp.maximum(jnp.sum(valid), 1)
+    metrics = {"train/entropy": ent}
+    if level == "pixel":
+      loss, m = pixel_level_loss(logits, labels, rng_sample, num_samples=num_samples,
+                                 ignore_index=ignore_index, group=pixel_group, groups=groups)
+      metrics.update(m)
+    else:
+      w = scale_weights(factors, step, weights=weights, schedule=schedule,
+                        unlock_fraction=unlock_fraction, total_steps=total_steps)
+      loss = 0.0
+      for k, (f, key) in enumerate(zip(factors, jax.random.split(rng_sample, len(factors)))):
+        loss_k, m = image_level_loss(
+            logits, labels, key, factor=f, num_samples=num_samples, score_fn=score_fn,
+            num_classes=num_classes, ignore_index=ignore_index, psd=psd,
+            psd_std_normalize=psd_std_normalize, group=image_group, groups=groups)
+        loss = loss + w[k] * loss_k
+        metrics.update({f"train/{name}_s{f}": v for name, v in m.items()})
+        metrics[f"train/pg_loss_s{f}"] = loss_k
+    return loss - entropy_coef * ent, metrics
+
+  return loss_fn

@@ -1,0 +1,210 @@
+"""Semantic segmentation runs (PSL, RSS, CiSS-Net): model, optimizer, mIoU.
+
+`train(config, workdir, make_loss=...)` builds the `loop.Task` of a semantic
+method: the model (`build_model`, default `models.build_model`), its params
+(cold start from `config.init_from`, or `init_params`), the optimizer with
+the per-parameter learning-rate factors, the method's loss as the step
+contract, and sliding-window mIoU evaluation (`make_predict` may return
+several heads, e.g. CiSS-Net's steps t = 0, 2, ...) with a panel
+(`make_panel`, default image | label | prediction). A method supplies
+
+    make_loss(config, *, model, info, mesh) -> loss_fn(params, batch, rng, step)
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from jaxseg import algorithms
+from jaxseg import checkpoint as ckpt_lib
+from jaxseg import config as config_lib
+from jaxseg import models as models_lib
+from jaxseg import optim as optim_lib
+from jaxseg import parallel
+from jaxseg import plots
+from jaxseg.data import statistics as data_statistics
+from jaxseg.evaluation import semantic
+from jaxseg.trainers import loop
+
+CLASS_WEIGHTINGS = {"none": None, "median_frequency": 1.0, "sqrt_median_frequency": 0.5}
+
+
+def class_weights(c: ml_collections.ConfigDict, source, info) -> tuple[float, ...] | None:
+  """Explicit `data.class_weights`, or median-frequency weights of the labels."""
+  if c.data.class_weights is not None:
+    return tuple(float(w) for w in c.data.class_weights)
+  power = CLASS_WEIGHTINGS[c.data.class_weighting]
+  if power is None:
+    return None
+  w = data_statistics.median_frequency_weights(
+      source, num_classes=info.num_classes, ignore_index=info.ignore_index, power=power)
+  return tuple(float(x) for x in w)
+
+
+def validate_config(c: ml_collections.ConfigDict, info, mesh) -> None:
+  """Checks that need the data: fail with the culprit key before compiling."""
+  if c.model.name == "sfpnext":
+    for name, size in (("data.crop_size", c.data.crop_size),
+                       ("eval.crop_size", c.eval.crop_size or c.data.crop_size)):
+      if any(s % 32 for s in size):
+        raise ValueError(f"config.{name}={tuple(size)} must be divisible by 32 "
+                         "(the backbone's output stride).")
+  parallel.check_batch_size(c.batch_size, mesh)
+  if c.data.class_weights is not None and len(c.data.class_weights) != info.num_classes:
+    raise ValueError(f"config.data.class_weights has {len(c.data.class_weights)} "
+                     f"entries; the dataset has {info.num_classes} classes.")
+  config_lib.check_choice("data.class_weighting", c.data.class_weighting, CLASS_WEIGHTINGS)
+  if c.total_steps <= 0 or c.log_every <= 0:
+    raise ValueError("config.total_steps and config.log_every must be positive.")
+
+
+def cold_start(params, config: ml_collections.ConfigDict):
+  """Params of `config.init_from` merged into `params` (classifier re-initialised)."""
+  if not config.init_from:
+    return params
+  loaded = ckpt_lib.load_params(config.init_from)
+  merged, reinit = ckpt_lib.merge_init(
+      params, loaded, reinit_pattern=models_lib.CLASSIFIER_PATTERN)
+  logging.info("cold start from %s; re-initialised: %s", config.init_from,
+               reinit or "nothing")
+  return merged
+
+
+def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
+             panel_examples: int = 0, desc: str = "eval",
+             heads: tuple[str, ...] = ("",), main_head: int = 0):
+  """Single-scale mIoU over `source`, sliding windows where an image is larger.
+
+  `predict_fn` may return several predictions as `len(heads)` blocks of C
+  logits (CiSS-Net's steps t = 0, 2, ...): each named head adds `miou_NAME`,
+  `pixel_acc_NAME` and `mean_acc_NAME`; the plain keys (and the panel) are
+  those of `heads[main_head]`. Examples with an "instances" map (ids > 0 per
+  object, Cityscapes-style) add the instance-level `iiou` of the main head.
+  Returns (metrics dict, panel image or None).
+  """
+  crop = tuple(config.eval.crop_size or config.data.crop_size)
+  stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
+  n = len(source) if not max_examples else min(max_examples, len(source))
+  k = len(heads)
+  cms = np.zeros((k, info.num_classes, info.num_classes), np.int64)
+  inst_rows, fps = [], np.zeros(info.num_classes, np.int64)
+  # Spread the panel over the split: neighbouring video frames look alike.
+  panel_ids = set(np.linspace(0, n - 1, panel_examples).round().astype(int).tolist()
+                  if panel_examples else [])
+  shown = []
+  for i in tqdm.trange(n, desc=desc, leave=False, disable=jax.process_index() != 0):
+    ex = source[i]
+    logits = semantic.sliding_window_logits(
+        functools.partial(predict_fn, params), ex["image"], crop_size=crop,
+        stride=stride, num_classes=k * info.num_classes, batch_size=config.eval.batch_size)
+    preds = logits.reshape(*logits.shape[:2], k, info.num_classes).argmax(-1)
+    label = np.asarray(ex["label"]).astype(np.int32)
+    if "instances" in ex:  # instance ids (Cityscapes-style): iIoU of the main head
+      inst, fp = semantic.instance_stats(preds[..., main_head], label, ex["instances"],
+                                         num_classes=info.num_classes,
+                                         ignore_index=info.ignore_index)
+      inst_rows.append(inst)
+      fps += fp
+    for h in range(k):
+      cms[h] += np.asarray(semantic.confusion_matrix(
+          preds[..., h], label, num_classes=info.num_classes,
+          ignore_index=info.ignore_index))
+    if i in panel_ids:
+      shown.append((ex["image"], ex["label"], preds[..., main_head]))
+  panel = None
+  if shown:
+    panel = plots.prediction_panel(*zip(*shown), num_classes=info.num_classes,
+                                   ignore_index=info.ignore_index)
+  metrics = semantic.metrics_from_confusion(cms[main_head], info.class_names)
+  if inst_rows:
+    metrics.update(semantic.iiou_from_stats(np.concatenate(inst_rows), fps,
+                                            info.num_classes, info.class_names))
+  for name, cm in zip(heads, cms):
+    if name:
+      m = semantic.metrics_from_confusion(cm)
+      metrics.update({f"{key}_{name}": m[key] for key in ("miou", "pixel_acc", "mean_acc")})
+  return metrics, panel
+
+
+def panel_examples(source, config, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+  """`eval.panel_examples` val images spread over the split, centre-cropped
+  (or zero/ignore-padded) to the eval crop: (n, h, w, 3), (n, h, w)."""
+  crop = tuple(config.eval.crop_size or config.data.crop_size)
+  n = config.eval.panel_examples
+  ids = np.linspace(0, len(source) - 1, n).round().astype(int)
+  images, labels = [], []
+  for i in ids:
+    ex = source[int(i)]
+    img, lab = np.asarray(ex["image"]), np.asarray(ex["label"])
+    y0, x0 = (max(0, (s - c) // 2) for s, c in zip(lab.shape, crop))
+    img, lab = img[y0:y0 + crop[0], x0:x0 + crop[1]], lab[y0:y0 + crop[0], x0:x0 + crop[1]]
+    pi = np.zeros((*crop, 3), img.dtype)
+    pl = np.full(crop, ignore_index, lab.dtype)
+    pi[:img.shape[0], :img.shape[1]], pl[:lab.shape[0], :lab.shape[1]] = img, lab
+    images.append(pi)
+    labels.append(pl)
+  return np.stack(images), np.stack(labels)
+
+
+def train(config: ml_collections.ConfigDict, workdir, *, make_loss: Callable,
+          build_model: Callable | None = None, init_params: Callable | None = None,
+          make_predict: Callable | None = None,
+          make_panel: Callable | None = None) -> loop.Result:
+  """Trains a semantic method `config.total_steps` steps (resuming), evaluates.
+
+  build_model(config, info) -> module            default: `models.build_model`
+  init_params(fresh host params, config) -> params  default: `cold_start`
+  make_predict(model, config) -> (predict_fn(params, uint8 images) -> logits
+      (n, h, w, K·C), heads (K names), main head index)   default: the logits
+  make_panel(model, config, info) -> fn(params, images, labels) -> uint8 (H, W, 3)
+  """
+  run = loop.open_run(config, workdir)
+  validate_config(config, run.info, run.mesh)
+  info = dataclasses.replace(run.info, class_weights=class_weights(
+      config, run.train_source, run.info))
+  if info.class_weights is not None:
+    logging.info("class weights: %s", {n: round(w, 3) for n, w in
+                                        zip(info.class_names, info.class_weights)})
+  model = (build_model(config, info) if build_model
+           else models_lib.build_model(config.model, info.num_classes))
+  dummy = jnp.zeros((1, *config.data.crop_size, 3), jnp.float32)
+  rng = jax.random.key(config.seed)
+  params = jax.jit(lambda r: model.init({"params": r}, dummy, train=False)["params"],
+                   out_shardings=parallel.replicated(run.mesh))(rng)
+  logging.info("model: %s/%s, %.2fM parameters", config.model.name,
+               config.model.backbone, models_lib.param_count(params) / 1e6)
+  tx, schedule = optim_lib.make_optimizer(
+      config.optim, params, total_steps=config.total_steps,
+      classifier_pattern=models_lib.CLASSIFIER_PATTERN)
+  loss_fn = make_loss(config, model=model, info=info, mesh=run.mesh)
+  if make_predict:
+    predict_fn, heads, main_head = make_predict(model, config)
+  else:
+    apply_fn = algorithms.make_apply_fn(model)
+    predict_fn, heads, main_head = jax.jit(
+        lambda params, images: apply_fn(params, images, train=False)), ("",), 0
+  panel_fn = make_panel(model, config, info) if make_panel else None
+
+  def run_eval(step, params):
+    metrics, panel = evaluate(
+        params, predict_fn=predict_fn, source=run.val_source, info=info, config=config,
+        max_examples=config.eval.max_examples,
+        panel_examples=0 if panel_fn else config.eval.panel_examples,
+        desc=f"eval@{step}", heads=heads, main_head=main_head)
+    if panel_fn and config.eval.panel_examples:
+      panel = panel_fn(params, *panel_examples(run.val_source, config, info.ignore_index))
+    return metrics, panel
+
+  return run.train(loop.Task(
+      params=params, tx=tx, grads=algorithms.as_grads_fn(loss_fn), evaluate=run_eval,
+      rng=jax.random.fold_in(rng, 1), schedule=schedule,
+      init_params=lambda p: (init_params or cold_start)(p, config),
+      log_keys=("miou", "pixel_acc"), title=f"{config.trainer} on {info.name}"))
