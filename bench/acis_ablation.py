@@ -23,7 +23,6 @@ memory of the step, from `compiled.memory_analysis()`), side by side.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import pathlib
@@ -32,18 +31,17 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxseg import config as config_lib
+from jaxseg.trainers import acis
+from jaxseg.trainers import writer as writer_lib
 
-from jaxseg import config as config_lib  # noqa: E402
-from jaxseg.trainers import acis  # noqa: E402
-from jaxseg.trainers import writer as writer_lib  # noqa: E402
-
-ROWS = acis.VARIANTS
+ROOT = harness.ROOT
+ROWS = tuple(config_lib.ACIS_VARIANTS)
 NAMES = {"bl": "BL", "bl_trunc": "BL-Trunc", "ac": "AC-Dice", "ac_nokl": "AC-Dice-NoKL",
          "ac_nosp": "AC-Dice-NoSP"}
 TAB1 = ("sbd", "abs_dic", "dic", "mwcov", "mucov", "avg_fp", "avg_fn")
@@ -52,7 +50,7 @@ TAB1 = ("sbd", "abs_dic", "dic", "mwcov", "mucov", "avg_fp", "avg_fn")
 def load_config(row: str, args):
   c = config_lib.load_config_file(ROOT / "configs/acis_cvppp.py",
                                   f"{row},{args.scale}" if args.scale else row)
-  c.data.root = str(args.data)
+  c.data.root = str(args.root)
   if args.steps:
     c.total_steps = args.steps
   return c
@@ -74,13 +72,21 @@ def pretrain_metrics(out: pathlib.Path) -> dict:
   return metrics
 
 
-def run_row(row: str, out: pathlib.Path, args) -> dict:
+def run_row(row: str, seed: int, workdir: pathlib.Path, args, rows) -> dict:
+  if len(rows) > 1:  # a process per row: XLA:CPU keeps every compiled program mapped,
+    # and five rows of unrolled episodes in one process ran out of memory.
+    subprocess.run([sys.executable, __file__, "--out", str(args.out), "--rows", row,
+                    "--root", str(args.root), "--steps", str(args.steps),
+                    "--seeds", str(seed + 1), "--scale", args.scale,
+                    "--train-split", args.train_split], check=True)
+    return json.loads((workdir / "run.json").read_text())
+  out = args.out
   c = load_config(row, args)
+  c.seed = seed
   c.init_from = str(out / "pretrain")
-  workdir = out / row
   t0 = time.time()
-  metrics = acis.train_and_evaluate(c, str(workdir))
-  final = workdir / acis.stage_plan(c)[-1].name
+  result = acis.train_and_evaluate(c, str(workdir))
+  metrics, final = result.metrics, result.workdir
   panels = sorted((final / "panels").glob("*.png"))
   if panels:
     shutil.copy(panels[-1], out / f"panel_{row}.png")
@@ -96,6 +102,7 @@ def write_summary(out: pathlib.Path, results: dict, pre: dict, args) -> str:
            "the original 500 × 530):", "",
            "| row | steps | SBD ↑ | abs DiC ↓ | DiC | MWCov ↑ | MUCov ↑ | AvgFP ↓ | AvgFN ↓ "
            "| min |", "|---|---|---|---|---|---|---|---|---|---|"]
+  results = {row: runs[0] for row, runs in results.items()}  # seed 0
   for row, r in results.items():
     m = r["metrics"]
     lines.append(f"| {NAMES[row]} | {r['steps']} | " + " | ".join(
@@ -123,20 +130,9 @@ def write_summary(out: pathlib.Path, results: dict, pre: dict, args) -> str:
 
 
 def plot_curves(path: pathlib.Path, results: dict) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5, 3.6))
-  for row, r in results.items():
-    if r["curve"]:
-      ax.plot(*zip(*r["curve"]), marker="o", label=NAMES[row])
-  ax.set_xlabel("step")
-  ax.set_ylabel("val SBD")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  harness.line_plot(path, {NAMES[row]: tuple(zip(*runs[0]["curve"])) or ((), ())
+                           for row, runs in results.items()},
+                    xlabel="step", ylabel="val SBD")
 
 
 def memory_table(args) -> str:
@@ -155,20 +151,18 @@ def memory_table(args) -> str:
   batch = {"image": jnp.asarray(rng.integers(0, 255, (b, s, s, 3)), jnp.uint8),
            "instances": jnp.asarray(inst)}
   frozen = {k: params[k] for k in ("preproc", "decoder")}
-  methods = {"BL (full BPTT)": (acis.bl_grads, "actor"),
-             "BL-Trunc (one step)": (acis.bl_trunc_grads, "actor"),
-             "AC actor step": (acis.ac_actor_grads, "actor"),
-             "AC critic step": (acis.ac_critic_grads, "critic")}
+  methods = {"BL (full BPTT)": ("bl", "actor"), "BL-Trunc (one step)": ("bl_trunc", "actor"),
+             "AC actor step": ("actor", "actor"), "AC critic step": ("critic", "critic")}
   lengths = tuple(args.lengths)
   lines = [f"Peak working memory of one compiled step (XLA temp buffers, MiB), "
            f"{jax.default_backend()}, batch {b}, {s}×{s}, rollout=scan", "",
            "| method | " + " | ".join(f"L={n}" for n in lengths) + " |",
            "|---|" + "---|" * len(lengths)]
-  for name, (fn, key) in methods.items():
+  for name, (kind, key) in methods.items():
     cells = []
     for n in lengths:
-      g = jax.jit(lambda p, bt, r, fn=fn, key=key, n=n: fn(
-          nets, c, {**params, key: p}, bt, r, frozen, n)[1])
+      fn = acis.grads_fn(nets, c, kind, frozen=frozen, length=n)
+      g = jax.jit(lambda p, bt, r, fn=fn, key=key: fn({**params, key: p}, bt, r, 0)[1])
       compiled = g.lower(params[key], batch, jax.random.key(1)).compile()
       cells.append(compiled.memory_analysis().temp_size_in_bytes / 2 ** 20)
       print(f"{name} L={n}: {cells[-1]:.1f} MiB", flush=True)
@@ -177,45 +171,26 @@ def memory_table(args) -> str:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("/tmp/acis_ablation"))
-  parser.add_argument("--data", type=pathlib.Path, default=ROOT.parent / "shared/data/cvppp_a1")
-  parser.add_argument("--rows", default=",".join(ROWS))
-  parser.add_argument("--steps", type=int, default=0, help="0: the config's total_steps")
-  parser.add_argument("--scale", default="cpu", help="config option: cpu | '' (paper)")
-  parser.add_argument("--train-split", default="train")
-  parser.add_argument("--summary-only", action="store_true")
-  parser.add_argument("--memory", action="store_true")
-  parser.add_argument("--lengths", type=int, nargs="+", default=[5, 10, 15])
-  args = parser.parse_args()
+  p = harness.parser(__doc__, out="/tmp/acis_ablation", data="cvppp_a1", rows=ROWS, steps=0)
+  p.add_argument("--scale", default="cpu", help="config option: cpu | '' (paper)")
+  p.add_argument("--train-split", default="train")
+  p.add_argument("--memory", action="store_true")
+  p.add_argument("--lengths", type=int, nargs="+", default=[5, 10, 15])
+  args = p.parse_args()
   if args.memory:
     print(memory_table(args))
     return
-  if not args.data.is_dir():
-    sys.exit(f"no CVPPP A1 copy at {args.data} (--data)")
-  rows = [r for r in args.rows.split(",") if r]
-  unknown = set(rows) - set(ROWS)
-  if unknown:
-    sys.exit(f"unknown rows {sorted(unknown)}; choose from {ROWS}")
+  if not args.root.is_dir():
+    sys.exit(f"no CVPPP A1 copy at {args.root} (--root)")
+  rows = harness.parse_rows(p, args, ROWS)
   args.out.mkdir(parents=True, exist_ok=True)
   if not args.summary_only:
     pretrain(args.out, rows, args)
   pre = pretrain_metrics(args.out)
-  results = {}
-  for row in rows:
-    done = (args.out / row / "result.json")
-    if not done.exists() and not args.summary_only:
-      if len(rows) == 1:
-        done.write_text(json.dumps(run_row(row, args.out, args)))
-      else:  # a process per row: XLA:CPU keeps every compiled program mapped,
-        # and five rows of unrolled episodes in one process ran out of memory.
-        subprocess.run([sys.executable, __file__, "--out", str(args.out), "--rows", row,
-                        "--data", str(args.data), "--steps", str(args.steps),
-                        "--scale", args.scale, "--train-split", args.train_split],
-                       check=True)
-    if done.exists():
-      results[row] = json.loads(done.read_text())
+  results, _ = harness.run_rows(
+      rows, lambda r, seed, workdir: run_row(r, seed, workdir, args, rows),
+      lambda results: write_summary(args.out, results, pre, args), out=args.out,
+      summary_only=args.summary_only, seeds=lambda r: args.seeds)
   plot_curves(args.out / "sbd_curves.png", results)
   print(write_summary(args.out, results, pre, args))
 

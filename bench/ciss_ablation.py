@@ -19,22 +19,22 @@ or seeds (`--summary-only` tabulates what has finished).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import shutil
 import statistics
-import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
 
-from jaxseg import config as config_lib  # noqa: E402
-from jaxseg import plots  # noqa: E402
-from jaxseg import trainers  # noqa: E402
-from jaxseg.trainers import ciss  # noqa: E402
-from jaxseg.trainers import writer as writer_lib  # noqa: E402
+from jaxseg import config as config_lib
+from jaxseg import plots
+from jaxseg import trainers
+from jaxseg.trainers import ciss
+from jaxseg.trainers import stages
+from jaxseg.trainers import writer as writer_lib
+
+ROOT = harness.ROOT
 
 # name -> (configs/ciss_camvid.py argument, {dotted config key: value}).
 ROWS = {
@@ -59,23 +59,19 @@ def load_config(arg: str):
 
 def train_trunk(out: pathlib.Path, args) -> pathlib.Path:
   c = load_config("ciss")
-  c.data.root = args.root
+  c.data.root = str(args.root)
   c.ciss.trunk_steps = args.trunk_steps
   t0 = time.time()
-  trunk = ciss.ensure_trunk(c, out / "trunk")
+  trunk = stages.run_stages(c, out, ciss.stage_plan(c)[:1])["trunk"].workdir
   print(f"trunk: {args.trunk_steps} PSL steps ready after {(time.time() - t0) / 60:.1f} min")
   return trunk
 
 
-def run_row(name: str, seed: int, args, trunk: pathlib.Path) -> dict:
-  workdir = pathlib.Path(args.out) / f"{name}_seed{seed}"
-  done = workdir / "run.json"
-  if done.exists():
-    return json.loads(done.read_text())
+def run_row(name: str, seed: int, workdir: pathlib.Path, args, trunk: pathlib.Path) -> dict:
   arg, overrides = ROWS[name]
   c = load_config(arg)
   c.update_from_flattened_dict(overrides)
-  c.data.root = args.root
+  c.data.root = str(args.root)
   c.seed = seed
   c.init_from = str(trunk)
   c.total_steps = args.steps
@@ -83,13 +79,11 @@ def run_row(name: str, seed: int, args, trunk: pathlib.Path) -> dict:
   c.ciss.eval_steps = TS
   t0 = time.time()
   run = trainers.get_trainer("ciss")(c, str(workdir))
-  record = {"row": name, "seed": seed, "steps": args.steps, "wall_s": time.time() - t0,
+  return {"row": name, "seed": seed, "steps": args.steps, "wall_s": time.time() - t0,
             **{f"miou_t{t}": run.metrics[f"val/miou_t{t}"] for t in TS},
             "pixel_acc_t2": run.metrics["val/pixel_acc_t2"],
             "iou": {k[len("val/iou/"):]: v for k, v in run.metrics.items()
                     if k.startswith("val/iou/")}}
-  done.write_text(json.dumps(record))
-  return record
 
 
 def write_summary(out: pathlib.Path, results: dict[str, list[dict]], args) -> str:
@@ -98,8 +92,7 @@ def write_summary(out: pathlib.Path, results: dict[str, list[dict]], args) -> st
            "| row | seeds | steps | wall | " + " | ".join(f"mIoU t={t}" for t in TS)
            + " | pixel acc t=2 | t=2 − t=0 (points) |",
            "|---" * (6 + len(TS)) + "|"]
-  fmt = lambda xs: (f"{statistics.mean(xs):.4f}" +
-                    (f" ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else ""))
+  fmt = lambda xs: harness.mean_std(xs, ".4f")  # noqa: E731
   for r, runs in results.items():
     gain = [100 * (x["miou_t2"] - x["miou_t0"]) for x in runs]
     lines.append(
@@ -119,52 +112,27 @@ def write_summary(out: pathlib.Path, results: dict[str, list[dict]], args) -> st
 
 
 def plot_miou_vs_t(path: pathlib.Path, results: dict[str, list[dict]]) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  for r, runs in results.items():
-    ax.plot(TS, [statistics.mean(x[f"miou_t{t}"] for x in runs) for t in TS], "o-", label=r)
-  ax.set_xlabel("inference step t")
-  ax.set_ylabel("val mIoU")
-  ax.set_xticks(TS)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  ax.set_title("CiSS-Net on CamVid (Tab. 1 analogue)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  harness.line_plot(path, {r: (TS, [statistics.mean(x[f"miou_t{t}"] for x in runs) for t in TS])
+                           for r, runs in results.items()},
+                    xlabel="inference step t", ylabel="val mIoU", xticks=TS,
+                    title="CiSS-Net on CamVid (Tab. 1 analogue)")
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", default="/tmp/ciss_ablation")
-  p.add_argument("--root", default=str(ROOT.parent / "shared/data/camvid"))
-  p.add_argument("--steps", type=int, default=1000)
+  p = harness.parser(__doc__, out="/tmp/ciss_ablation", data="camvid", rows=DEFAULT_ROWS,
+                     steps=1000)
   p.add_argument("--trunk-steps", type=int, default=2000)
-  p.add_argument("--evals", type=int, default=4, help="evaluations per run")
-  p.add_argument("--rows", default=",".join(DEFAULT_ROWS))
-  p.add_argument("--seeds", type=int, default=1)
-  p.add_argument("--summary-only", action="store_true",
-                 help="tabulate the finished runs under --out; train nothing")
   args = p.parse_args()
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  rows = [r for r in args.rows.split(",") if r]
-  for r in rows:
-    if r not in ROWS:
-      p.error(f"unknown row {r!r}; choose from {sorted(ROWS)}")
-  trunk = out / "trunk" if args.summary_only else train_trunk(out, args)
-  results, table = {}, ""
-  for seed in range(args.seeds):
-    for r in rows:
-      if args.summary_only and not (out / f"{r}_seed{seed}" / "run.json").exists():
-        continue
-      results.setdefault(r, []).append(run_row(r, seed, args, trunk))
-      table = write_summary(out, results, args)  # after every run
-  panels = sorted((out / "ciss_seed0" / "ciss" / "panels").glob("*.png"))
+  args.out.mkdir(parents=True, exist_ok=True)
+  rows = harness.parse_rows(p, args, ROWS)
+  trunk = args.out / "trunk" if args.summary_only else train_trunk(args.out, args)
+  _, table = harness.run_rows(
+      rows, lambda r, seed, workdir: run_row(r, seed, workdir, args, trunk),
+      lambda results: write_summary(args.out, results, args), out=args.out,
+      summary_only=args.summary_only, seeds=lambda r: args.seeds)
+  panels = sorted((args.out / "ciss_seed0" / "ciss" / "panels").glob("*.png"))
   if panels:
-    shutil.copy(panels[-1], out / "panel.png")
+    shutil.copy(panels[-1], args.out / "panel.png")
   print(table)
 
 

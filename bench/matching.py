@@ -20,7 +20,6 @@ import argparse
 import json
 import pathlib
 import statistics
-import sys
 import time
 
 import jax
@@ -28,9 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from jaxseg import rewards  # noqa: E402
+from jaxseg import rewards
 
 ROWS = {  # name: (batch, rows, cols, kind)
     "21x21": (1, 21, 21, "match"),

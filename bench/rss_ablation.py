@@ -16,26 +16,24 @@ add rows or seeds (`--summary-only` tabulates what has finished). KEY_ROWS get -
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import statistics
-import sys
 import time
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from jaxseg import algorithms
+from jaxseg import checkpoint as ckpt_lib
+from jaxseg import config as config_lib
+from jaxseg import data as data_lib
+from jaxseg import models, plots, rewards, trainers
+from jaxseg.trainers import writer as writer_lib
 
-from jaxseg import checkpoint as ckpt_lib  # noqa: E402
-from jaxseg import config as config_lib  # noqa: E402
-from jaxseg import data as data_lib  # noqa: E402
-from jaxseg import models, plots, rewards, trainers  # noqa: E402
-from jaxseg.trainers import common  # noqa: E402
-from jaxseg.trainers import writer as writer_lib  # noqa: E402
+ROOT = harness.ROOT
 
 # name -> (configs/rss_camvid.py argument, {dotted config key: value}).
 ROWS = {
@@ -82,10 +80,11 @@ def cold_start_checkpoint(out: pathlib.Path, steps: int) -> pathlib.Path:
   return workdir
 
 
-def run_row(name: str, seed: int, args, cold: pathlib.Path | None) -> dict:
+def run_row(name: str, seed: int, workdir: pathlib.Path, args,
+            cold: pathlib.Path | None) -> dict:
   arg, overrides = ROWS[name]
   c = load_config(arg.replace("COLD", str(cold)))
-  c.data.root = args.root
+  c.data.root = str(args.root)
   c.seed = seed
   c.total_steps = args.steps
   c.eval_every = max(args.steps // args.evals, 1)
@@ -96,18 +95,12 @@ def run_row(name: str, seed: int, args, cold: pathlib.Path | None) -> dict:
     c.data.crop_size = tuple(s * 4 // 5 // 32 * 32 for s in args.resize)
     c.eval.crop_size = tuple(-(-s // 32) * 32 for s in args.resize)
   c.update_from_flattened_dict(overrides)
-  workdir = pathlib.Path(args.out) / f"{name}_seed{seed}"
-  done = workdir / "run.json"
-  if done.exists():
-    return json.loads(done.read_text())
   t0 = time.time()
   run = trainers.get_trainer(c.trainer)(c, str(workdir))
-  result = {"row": name, "seed": seed, "steps": int(run.state["step"]),
+  return {"row": name, "seed": seed, "steps": run.step,
             "wall_s": time.time() - t0, "miou": run.metrics["val/miou"],
             "pixel_acc": run.metrics["val/pixel_acc"],
             "iou": {k[8:]: v for k, v in run.metrics.items() if k.startswith("val/iou/")}}
-  done.write_text(json.dumps(result, indent=1))
-  return result
 
 
 def psr_panel(out: pathlib.Path, args, scales=(1 / 8, 1 / 4), n: int = 4) -> None:
@@ -116,7 +109,7 @@ def psr_panel(out: pathlib.Path, args, scales=(1 / 8, 1 / 4), n: int = 4) -> Non
   if not (workdir / "checkpoints").exists():
     return
   c = load_config("psr_multi_psd")
-  c.data.root = args.root
+  c.data.root = str(args.root)
   if args.resize:
     c.data.resize = args.resize
   source, info = data_lib.get_source(c.data, c.data.val_split)
@@ -125,7 +118,7 @@ def psr_panel(out: pathlib.Path, args, scales=(1 / 8, 1 / 4), n: int = 4) -> Non
   ex = source[len(source) // 2]
   h, w = (s // 32 * 32 for s in ex["image"].shape[:2])
   image, label = ex["image"][:h, :w], np.asarray(ex["label"][:h, :w]).astype(np.int32)
-  logits = common.make_apply_fn(model)(params, jnp.asarray(image)[None], train=False)
+  logits = algorithms.make_apply_fn(model)(params, jnp.asarray(image)[None], train=False)
   score = lambda a, y: rewards.image_miou(a, y, num_classes=info.num_classes,
                                           ignore_index=info.ignore_index)
   tiles, titles = [image, plots.colorize(label, info.num_classes, info.ignore_index)], \
@@ -179,11 +172,10 @@ def write_summary(out: pathlib.Path, results: dict, args) -> str:
            "|---|---|---|---|---|---|---|"]
   for r, runs in results.items():
     m = [x["miou"] for x in runs]
-    std = f" ± {statistics.stdev(m):.3f}" if len(m) > 1 else ""
     ratio = f"{statistics.mean(m) / psl:.2f}" if psl else "-"
     lines.append(f"| {r} | {len(m)} | {runs[0]['steps']} | "
                  f"{statistics.mean(x['wall_s'] for x in runs) / 60:.1f} min | "
-                 f"{statistics.mean(m):.3f}{std} | {ratio} | "
+                 f"{harness.mean_std(m)} | {ratio} | "
                  f"{sum(v > 0.05 for v in runs[0]['iou'].values())}/{len(runs[0]['iou'])} |")
   table = "\n".join(lines)
   (out / "results.md").write_text(table + "\n")
@@ -195,39 +187,23 @@ def write_summary(out: pathlib.Path, results: dict, args) -> str:
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", default="/tmp/rss_ablation")
-  p.add_argument("--root", default=str(ROOT.parent / "shared/data/camvid"))
-  p.add_argument("--steps", type=int, default=1000)
-  p.add_argument("--evals", type=int, default=4, help="evaluations per run")
-  p.add_argument("--rows", default=",".join(DEFAULT_ROWS))
-  p.add_argument("--seeds", type=int, default=1)
-  p.add_argument("--key-seeds", type=int, default=3)
+  p = harness.parser(__doc__, out="/tmp/rss_ablation", data="camvid", rows=DEFAULT_ROWS,
+                     steps=1000)
+  p.add_argument("--key-seeds", type=int, default=3, help="seeds of the KEY_ROWS")
   p.add_argument("--cold-steps", type=int, default=600)
-  p.add_argument("--summary-only", action="store_true",
-                 help="tabulate the finished runs under --out; train nothing")
   p.add_argument("--resize", default="", help="H,W at load (default: the config's 120,160)")
   args = p.parse_args()
   args.resize = tuple(int(x) for x in args.resize.split(",")) if args.resize else None
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  rows = [r for r in args.rows.split(",") if r]
-  for r in rows:
-    if r not in ROWS:
-      p.error(f"unknown row {r!r}; choose from {sorted(ROWS)}")
-  cold = cold_start_checkpoint(out, args.cold_steps) if any(
+  args.out.mkdir(parents=True, exist_ok=True)
+  rows = harness.parse_rows(p, args, ROWS)
+  cold = cold_start_checkpoint(args.out, args.cold_steps) if any(
       r.startswith("cold") for r in rows) and not args.summary_only else None
-
-  results = {}
-  for seed in range(max(args.seeds, args.key_seeds)):
-    for r in rows:
-      if seed < (args.key_seeds if r in KEY_ROWS else args.seeds):
-        done = out / f"{r}_seed{seed}" / "run.json"
-        if args.summary_only and not done.exists():
-          continue
-        results.setdefault(r, []).append(run_row(r, seed, args, cold))
-        table = write_summary(out, results, args)  # after every run: partial results survive
-  psr_panel(out, args)
+  _, table = harness.run_rows(
+      rows, lambda r, seed, workdir: run_row(r, seed, workdir, args, cold),
+      lambda results: write_summary(args.out, results, args), out=args.out,
+      summary_only=args.summary_only,
+      seeds=lambda r: args.key_seeds if r in KEY_ROWS else args.seeds)
+  psr_panel(args.out, args)
   print(table)
 
 

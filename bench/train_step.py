@@ -22,8 +22,8 @@ multiple of the PSL step (targets at nano 512×512: pixel ≤ 1.1×, image ≤ 1
 
 With `--ciss`, every row is also timed as a CiSS-Net step (T = 2, policy
 context) on that model as its frozen trunk, against the PSL step of the same
-trunk (configs/ciss_camvid.py's net widths on camvid_cpu, the paper's 512/256/64
-elsewhere).
+trunk (configs/ciss_camvid.py's net widths and learning-rate factors on
+camvid_cpu, the schema's paper values elsewhere).
 """
 from __future__ import annotations
 
@@ -39,11 +39,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from jaxseg import algorithms
+from jaxseg import config as config_lib
+from jaxseg import models, optim
+from jaxseg.trainers import ciss, psl, rss
+from jaxseg.trainers import step as step_lib
 
-from jaxseg import config as config_lib  # noqa: E402
-from jaxseg import models, optim  # noqa: E402
-from jaxseg.trainers import ciss, common, psl, rss  # noqa: E402
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 class _Info:
@@ -58,8 +60,7 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
   c = config_lib.default_config()
   c.optim.warmup_steps = 0
   if name == "camvid_cpu":
-    c = config_lib.load_config_file(
-        pathlib.Path(__file__).resolve().parents[1] / "configs/psl_camvid.py")
+    c = config_lib.load_config_file(CONFIGS / "psl_camvid.py")
     return c, *c.data.crop_size, c.batch_size
   c.model.backbone = "convnext_v2_nano"
   if name == "sfpnext_nano_512":
@@ -76,29 +77,26 @@ def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") 
   c, h, w, b = jax_config(name)
   if method == "ciss_t2":
     if name == "camvid_cpu":
-      c.ciss = config_lib.load_config_file(
-          pathlib.Path(__file__).resolve().parents[1] / "configs/ciss_camvid.py").ciss
+      c.ciss = config_lib.load_config_file(CONFIGS / "ciss_camvid.py").ciss
     c.ciss.steps = 2
-    c.optim.lr_multipliers = ((ciss.TRUNK_PATTERN, 0.0), (ciss.RL_PATTERN, 0.1))
+    c.optim.lr_multipliers = ciss.lr_multipliers(c)
     model = ciss.build_model(c, _Info(num_classes))
   else:
     model = models.build_model(c.model, num_classes)
-  apply_fn = common.make_apply_fn(model)
   params = jax.jit(lambda r: model.init({"params": r}, jnp.zeros((1, h, w, 3)),
                                         train=False)["params"])(jax.random.key(0))
   tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10_000,
                                       classifier_pattern=models.CLASSIFIER_PATTERN)
   c.data.crop_size = (h, w)
-  if method == "psl":
-    loss_fn = psl.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
-  elif method == "ciss_t2":
-    loss_fn = ciss.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
-  else:
-    rss.apply_variant(c, "pixel" if method == "rss_pixel" else "psr_multi_psd")
+  if method.startswith("rss"):
+    config_lib.apply_variant(c, config_lib.RSS_VARIANTS,
+                             "pixel" if method == "rss_pixel" else "psr_multi_psd")
     c.rss.num_samples = 4
-    loss_fn = rss.make_loss(config=c, apply_fn=apply_fn, info=_Info(num_classes))
-  update = jax.jit(common.make_update_fn(loss_fn, tx, schedule), donate_argnums=0)
-  state = common.init_train_state(params, tx=tx, rng=jax.random.key(1))
+  make_loss = {"psl": psl.make_loss, "ciss_t2": ciss.make_loss}.get(method, rss.make_loss)
+  loss_fn = make_loss(c, model=model, info=_Info(num_classes))
+  update = jax.jit(step_lib.make_update(algorithms.as_grads_fn(loss_fn), tx, schedule),
+                   donate_argnums=0)
+  state = step_lib.init_state(params, tx=tx, rng=jax.random.key(1))
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.integers(0, 255, (b, h, w, 3), dtype=np.uint8)),
            "label": jnp.asarray(rng.integers(0, num_classes, (b, h, w), dtype=np.int32))}

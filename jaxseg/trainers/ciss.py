@@ -119,12 +119,17 @@ def load_trunk(params, config):
   return {**params, "trunk": merged}
 
 
+def lr_multipliers(config: ml_collections.ConfigDict) -> tuple:
+  """`optim.lr_multipliers` of a CiSS-Net run: the trunk frozen (factor 0), the
+  Bias and Context Nets at `ciss.rl_lr_factor`, then the config's own."""
+  return ((ciss.TRUNK_PATTERN, 0.0), (ciss.RL_PATTERN, config.ciss.rl_lr_factor),
+          *config.optim.lr_multipliers)
+
+
 def train_ciss(config: ml_collections.ConfigDict, workdir, earlier=None):
   """CiSS-Net on the frozen trunk `config.init_from`."""
   del earlier
-  config.optim.lr_multipliers = ((ciss.TRUNK_PATTERN, 0.0),
-                                 (ciss.RL_PATTERN, config.ciss.rl_lr_factor),
-                                 *config.optim.lr_multipliers)
+  config.optim.lr_multipliers = lr_multipliers(config)
   return semantic.train(config, workdir, make_loss=make_loss, build_model=build_model,
                         init_params=load_trunk, make_predict=make_predict,
                         make_panel=make_panel)
