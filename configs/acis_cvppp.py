@@ -45,17 +45,10 @@ def get_config(arg=None):
   c.eval_every = 2000
   c.checkpoint_every = 1000
   c.eval.panel_examples = 4
-  # BCE alone settles on empty masks here (a leaf is ~1 % of the image): the
-  # cVAE reached reconstruction Dice 0.0, KL -> 0, after 1200 CPU-scale steps.
+  # Measured choices (docs/acis_ablation_cvppp.md, "Config choices"): BCE +
+  # soft Dice, the cVAE's own β, exploring critic episodes.
   c.acis.dice_loss_weight = 1.0
-  # The cVAE's β (the default 1e-4 is the actor's β_KL): at the CPU scale 1e-3
-  # gave val reconstruction Dice 0.855 (1e-4: 0.852, 3e-3: 0.828), posterior σ
-  # 0.18 instead of 0.06; at 800 steps BL-Trunc's val SBD 0.444 instead of 0.380,
-  # BL's 0.434 instead of 0.462 (one seed each).
   c.acis.cvae_kl_weight = 1e-3
-  # The critic's episodes explore with σ ≥ 1 (the prior's), not the actor's
-  # ~0.2: at the CPU scale AC's val SBD at step 400 went from 0.007 to 0.055,
-  # though at step 800 it is no higher (docs/acis_ablation_cvppp.md).
   c.acis.explore_std = 1.0
   if "cpu" in args:
     c.acis.image_size = 112

@@ -73,7 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.init_from = ""  # checkpoint dir of another run (cold start)
 
-  # RSS, trainer "rss" (SPEC §1; jaxseg/trainers/rss.py).
+  # RSS, trainer "rss" (SPEC §1; jaxseg/algorithms/rss.py).
   c.rss = ml_collections.ConfigDict()
   c.rss.level = "image"  # pixel | image
   c.rss.num_samples = 4  # N action maps (image) or actions per pixel (pixel)
@@ -81,7 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.rss.nosync_groups = 0  # sync_an=False: shards normalising alone (0 = devices)
   c.rss.pixel_group = "global"  # pixel level: global | per_pixel
   c.rss.image_group = "image"  # image level without PSD: image | global
-  c.rss.score = "miou"  # key of jaxseg.trainers.rss.SCORES
+  c.rss.score = "miou"  # key of jaxseg.algorithms.rss.SCORES
   # PSR: fractions of the label map, e.g. (1/16, 1/8, 1/4, 1); (1.0,) = naive.
   c.rss.psr_scales = ml_collections.FieldReference((1.0,), field_type=tuple)
   c.rss.psr_weights = ml_collections.FieldReference((), field_type=tuple)  # () = 1 each
@@ -92,7 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.rss.entropy_coef = 0.0  # entropy bonus
   c.rss.compare_psl = False  # also train PSL on the same budget and compare
 
-  # CiSS-Net, trainer "ciss" (SPEC §2; jaxseg/trainers/ciss.py). Paper values.
+  # CiSS-Net, trainer "ciss" (SPEC §2; jaxseg/algorithms/ciss.py). Paper values.
   c.ciss = ml_collections.ConfigDict()
   c.ciss.context = "policy"  # policy (CiSS-Net) | pmap (raw p-map) | none (baseline)
   c.ciss.steps = 2  # T iterations unrolled in the train step (authors' code: 8)
@@ -113,7 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.ciss.dropout = 0.1
   c.ciss.trunk_steps = 0  # no init_from: train the PSL trunk this long first
 
-  # ACIS, trainer "acis" (SPEC §3; jaxseg/trainers/acis.py). Paper / authors' values.
+  # ACIS, trainer "acis" (SPEC §3; jaxseg/algorithms/acis/). Paper / authors' values.
   c.acis = ml_collections.ConfigDict()
   c.acis.method = "ac"  # bl | bl_trunc | ac
   c.acis.image_size = 224  # S: images are resized to S x S (masks pasted back for eval)
@@ -141,7 +141,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.acis.seq_lengths = (5, 10, 15)  # episode length, equal shares of the run
   c.acis.termination_weight = 1.0
   c.acis.dice_loss_weight = 0.0  # cVAE / BL mask loss: BCE + w·(1 − soft Dice); paper: 0
-  c.acis.rollout = "auto"  # scan | unroll | auto (unroll on CPU); see common.rollout_unrolled
+  c.acis.rollout = "auto"  # scan | unroll | auto (unroll on CPU); see trainers/step.py
   c.acis.preproc_steps = 2000
   c.acis.cvae_steps = 2000
   c.acis.eval_blocks = ("lstm", "mask")  # Tab. 2: also evaluate with one state zeroed

@@ -1,9 +1,10 @@
 """Meshes and shardings: one code path for 1 CPU, 8 fake devices and a pod.
 
 The batch is sharded over the `data` axis; parameters and optimizer state are
-replicated. Under `jit` XLA inserts the gradient all-reduce itself, so the
-trainers contain no explicit collectives; `shard_map` + `psum` is used only where
-a global statistic is the point of the method (SyncAN in RSS).
+replicated. Under `jit` XLA inserts the gradient all-reduce itself, and a sum
+over the batch axis is a global all-reduce, so the trainers contain no explicit
+collectives (SyncAN is a normalisation over the whole batch; the `psum` form,
+`rewards.normalize_advantages(axis_name=...)`, is for code inside `shard_map`).
 """
 from __future__ import annotations
 

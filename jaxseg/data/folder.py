@@ -154,7 +154,7 @@ def decode_image(path: pathlib.Path) -> Array:
   return np.asarray(image, dtype=np.uint8)
 
 
-def resize_bilinear(image: Array, size: tuple[int, int]) -> Array:
+def resize_image(image: Array, size: tuple[int, int]) -> Array:
   """Bilinear resize of an RGB uint8 image to `size` = (H, W).
 
   PIL widens the filter when downscaling, so this is antialiased.
@@ -339,7 +339,7 @@ class _PairedSource(abc.ABC):
       raise _size_mismatch(pair.image, image.shape[:2], pair.label, label.shape)
     fields = self._label_fields(pair.label, label)
     if self._resize is not None:
-      image = resize_bilinear(image, self._resize)
+      image = resize_image(image, self._resize)
       fields = {k: resize_nearest(v, self._resize) for k, v in fields.items()}
     return {"name": pair.name, "image": image, **fields}
 

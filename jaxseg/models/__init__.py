@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxseg import config as config_lib
 from jaxseg.models.convnext_v2 import CONVNEXT_V2_VARIANTS
 from jaxseg.models.convnext_v2 import ConvNeXtV2
 from jaxseg.models.convnext_v2 import build_convnext_v2
@@ -35,30 +36,23 @@ def build_backbone(config: ml_collections.ConfigDict) -> nn.Module:
   """`config.backbone` is "convnext_v2_<variant>" (atto ... base)."""
   name = config.backbone
   variant = name[len(_BACKBONE_PREFIX):]
-  if (not name.startswith(_BACKBONE_PREFIX)
-      or variant not in CONVNEXT_V2_VARIANTS):
-    choices = [_BACKBONE_PREFIX + v for v in CONVNEXT_V2_VARIANTS]
-    raise ValueError(f"unknown backbone {name!r}; choose from {choices}")
-  return build_convnext_v2(
-      variant, drop_path_rate=config.get("drop_path_rate", 0.0),
-      depthwise_impl=config.get("depthwise_impl", "auto"),
-      dtype=_dtype(config))
+  config_lib.check_choice("model.backbone", name,
+                          [_BACKBONE_PREFIX + v for v in CONVNEXT_V2_VARIANTS])
+  return build_convnext_v2(variant, drop_path_rate=config.drop_path_rate,
+                           depthwise_impl=config.depthwise_impl, dtype=_dtype(config))
 
 
 def _dtype(config: ml_collections.ConfigDict):
-  name = config.get("dtype", "float32")
-  if name not in _DTYPES:
-    raise ValueError(f"unknown dtype {name!r}; choose from {sorted(_DTYPES)}")
-  return _DTYPES[name]
+  config_lib.check_choice("model.dtype", config.dtype, _DTYPES)
+  return _DTYPES[config.dtype]
 
 
 def _build_sfpnext(config: ml_collections.ConfigDict,
                    num_classes: int) -> nn.Module:
   return SFPNeXt(
       num_classes=num_classes, backbone=build_backbone(config),
-      fpn_dim=config.get("fpn_dim", 256), head_dim=config.get("head_dim", 128),
-      attention=config.get("attention", True),
-      dropout=config.get("dropout", 0.1), dtype=_dtype(config))
+      fpn_dim=config.fpn_dim, head_dim=config.head_dim, attention=config.attention,
+      dropout=config.dropout, dtype=_dtype(config))
 
 
 def _build_linear(config: ml_collections.ConfigDict,
@@ -71,14 +65,12 @@ def _build_pspnet(config: ml_collections.ConfigDict,
                   num_classes: int) -> nn.Module:
   """`config.backbone` is one of RESNET_DEPTHS (resnet50, resnet101, resnet_debug);
   `fpn_dim` is the PPM branch width, `head_dim` the feature (X) width."""
-  if config.backbone not in RESNET_DEPTHS:
-    raise ValueError(f"unknown pspnet backbone {config.backbone!r}; choose from "
-                     f"{sorted(RESNET_DEPTHS)}")
+  config_lib.check_choice("model.backbone", config.backbone, sorted(RESNET_DEPTHS))
   return PSPNet(
       num_classes=num_classes, depths=RESNET_DEPTHS[config.backbone],
       width=8 if config.backbone == "resnet_debug" else 64,
-      ppm_dim=config.get("fpn_dim", 512), head_dim=config.get("head_dim", 512),
-      dropout=config.get("dropout", 0.1), dtype=_dtype(config))
+      ppm_dim=config.fpn_dim, head_dim=config.head_dim, dropout=config.dropout,
+      dtype=_dtype(config))
 
 
 MODELS: dict[str, Callable[[ml_collections.ConfigDict, int], nn.Module]] = {
@@ -97,9 +89,7 @@ def build_model(config: ml_collections.ConfigDict,
   dropout, dtype ("float32" | "bfloat16"); optional depthwise_impl
   ("auto" | "shift" | "lax").
   """
-  if config.name not in MODELS:
-    raise ValueError(f"unknown model {config.name!r}; choose from "
-                     f"{sorted(MODELS)}")
+  config_lib.check_choice("model.name", config.name, sorted(MODELS))
   return MODELS[config.name](config, num_classes)
 
 

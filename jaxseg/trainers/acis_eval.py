@@ -16,7 +16,7 @@ from jaxseg.algorithms.acis import episode as ep
 from jaxseg.algorithms.acis import infer as infer_lib
 from jaxseg.algorithms.acis import losses
 from jaxseg.data import instance_targets
-from jaxseg.data.folder import resize_bilinear, resize_nearest
+from jaxseg.data.folder import resize_image, resize_nearest
 from jaxseg.evaluation import instance as instance_eval
 from jaxseg.trainers import step as step_lib
 
@@ -25,7 +25,7 @@ BLOCK_NAMES = {"none": "", "lstm": "_mask_only", "mask": "_lstm_only"}
 
 
 def _resize_example(ex, size: int):
-  return (resize_bilinear(np.asarray(ex["image"]), (size, size)),
+  return (resize_image(np.asarray(ex["image"]), (size, size)),
           resize_nearest(np.asarray(ex["instances"]), (size, size)))
 
 

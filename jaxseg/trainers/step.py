@@ -21,11 +21,11 @@ ROLLOUTS = ("auto", "scan", "unroll")
 
 
 def rollout_unrolled(rollout: str, key: str = "rollout") -> bool:
-  """A method's `rollout` option: "scan" (`lax.scan`, one compiled body),
-  "unroll" (every step inlined) or "auto" = unroll on CPU, where XLA runs the
-  convolutions in a while-loop body 5-10× slower (CiSS-Net on CamVid, T = 1:
-  3578 vs 728 ms per step; ACIS BL at L = 5: 10.1 vs 0.8 s). Unrolled, XLA
-  also keeps every step's buffers alive: use "scan" where memory matters."""
+  """A method's `rollout` option (`key` names it in errors): "scan"
+  (`lax.scan`, one compiled body), "unroll" (every step inlined) or "auto" =
+  unroll on CPU, where XLA runs convolutions in a loop body 5-10× slower
+  (ARCHITECTURE.md). Unrolled, XLA keeps every step's buffers alive: use
+  "scan" where memory matters."""
   config_lib.check_choice(key, rollout, ROLLOUTS)
   if rollout == "auto":
     return jax.default_backend() == "cpu"

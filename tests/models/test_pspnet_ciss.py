@@ -1,10 +1,10 @@
 """PSPNet (dilated ResNet + PPM) and CiSS-Net modules: shapes, strides, pooling."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from jaxseg import config as config_lib
 from jaxseg import models
 from jaxseg.models import pspnet
 from jaxseg.models.ciss import CiSSNet
@@ -29,8 +29,10 @@ def test_adaptive_avg_pool_matches_torch_definition(shape, bins):
 
 
 def _pspnet_config(backbone="resnet_debug"):
-  return ml_collections.ConfigDict({"name": "pspnet", "backbone": backbone, "fpn_dim": 8,
-                                    "head_dim": 16, "dropout": 0.1})
+  c = config_lib.default_config().model
+  c.update({"name": "pspnet", "backbone": backbone, "fpn_dim": 8, "head_dim": 16,
+            "dropout": 0.1})
+  return c
 
 
 def test_pspnet_logits_and_stride8_features():

@@ -3,19 +3,19 @@ import re
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from jaxseg import config as config_lib
 from jaxseg import models
 from jaxseg.models import sfpnext
 
 
 def _config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      name="sfpnext", backbone="convnext_v2_atto", drop_path_rate=0.1,
-      fpn_dim=32, head_dim=16, attention=True, dropout=0.1, dtype="float32"))
+  config = config_lib.default_config().model
+  config.update(dict(name="sfpnext", backbone="convnext_v2_atto", drop_path_rate=0.1,
+                     fpn_dim=32, head_dim=16, attention=True, dropout=0.1, dtype="float32"))
   config.update(overrides)
   return config
 
