@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
-from jaxseg.data.folder import nearest_indices
+from jaxseg.data.images import nearest_indices
 
 Array = np.ndarray
 

@@ -16,7 +16,7 @@ from jaxseg.algorithms.acis import episode as ep
 from jaxseg.algorithms.acis import infer as infer_lib
 from jaxseg.algorithms.acis import losses
 from jaxseg.data import instance_targets
-from jaxseg.data.folder import resize_image, resize_nearest
+from jaxseg.data.images import resize_image, resize_nearest
 from jaxseg.evaluation import instance as instance_eval
 from jaxseg.trainers import step as step_lib
 
