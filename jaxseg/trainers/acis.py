@@ -174,24 +174,41 @@ EVALUATORS = {"preproc": acis_eval.preproc_evaluator, "cvae": acis_eval.cvae_eva
 CURVE_KEYS = {"preproc": "val/fg_iou", "cvae": "val/recon_dice", "final": "val/sbd"}
 
 
-def train_stage(config, workdir, earlier: dict[str, loop.Result], *, kind: str):
-  """Trains one stage (`kind`: preproc, cvae or final) from the earlier stages' params."""
-  run = loop.open_run(config, workdir, val_data=_unresized(config.data))
-  parallel.check_batch_size(config.batch_size, run.mesh)
-  if not run.info.has_instances:
-    raise DataError(f"ACIS needs instance labels; dataset {run.info.name!r} has none (use "
+def stage_trains(config, kind: str) -> tuple[str, ...]:
+  """The parameter groups a stage (preproc, cvae or final) trains: those of
+  every gradient kind it steps (`steps.TRAINS`)."""
+  a = config.acis
+  kinds = (kind,) if kind != "final" else ("critic", "actor") if a.method == "ac" else (a.method,)
+  return tuple(sorted({g for k in kinds for g in steps.TRAINS[k]}))
+
+
+def prepare(config):
+  """What every stage of one command shares, read and checked once: (train
+  source, val source at its original size, info), the networks and their
+  fresh params (host)."""
+  sources = loop.read_sources(config, val_data=_unresized(config.data))
+  train_source, _, info = sources
+  if not info.has_instances:
+    raise DataError(f"ACIS needs instance labels; dataset {info.name!r} has none (use "
                     "data.name='instance_folder').")
-  _check_counts(run.train_source, config, config.data.train_split)
+  _check_counts(train_source, config, config.data.train_split)
   nets = build_nets(config)
   params = jax.device_get(jax.jit(functools.partial(init_params, nets, config))(
       jax.random.key(config.seed)))
+  return sources, nets, params
+
+
+def train_stage(config, workdir, earlier: dict[str, loop.Result], *, kind: str, shared):
+  """Trains one stage (`kind`: preproc, cvae or final) from the earlier stages'
+  params; `shared` is `prepare(config)`."""
+  sources, nets, params = shared
+  run = loop.open_run(config, workdir, sources=sources)
+  parallel.check_batch_size(config.batch_size, run.mesh)
   for result in earlier.values():
     params = {**params, **(result.params if result.params is not None
                            else ckpt_lib.load_params(result.workdir))}
   final = kind == "final"
-  trains = steps.TRAINS["actor" if final else kind]
-  if final and config.acis.method == "ac":
-    trains = ("actor", "critic")
+  trains = stage_trains(config, kind)
   frozen_host = {k: v for k, v in params.items() if k not in trains}
   frozen = jax.device_put(frozen_host, parallel.replicated(run.mesh))
   evaluate = EVALUATORS[kind](nets, config)
@@ -205,26 +222,24 @@ def train_stage(config, workdir, earlier: dict[str, loop.Result], *, kind: str):
                                     source=run.val_source, count=config.eval.panel_examples)
     return metrics, panel
 
-  if final:
-    grads = lambda k: grads_fn(nets, config, k[0], frozen=frozen, length=k[1])  # noqa: E731
-  else:
-    grads = grads_fn(nets, config, kind, frozen=frozen)
   return run.train(loop.Task(
       params={k: params[k] for k in trains}, tx=optimizer(config, trains, final=final),
-      grads=grads, step_kind=functools.partial(step_kind, config) if final else None,
+      grads=lambda k: grads_fn(nets, config, k[0], frozen=frozen, length=k[1]),
+      step_kind=functools.partial(step_kind, config) if final else lambda _: (kind, 0),
       evaluate=run_eval, rng=jax.random.key(config.seed + 1),
       batch_keys=("image", "instances"), curve_keys=("train/loss", CURVE_KEYS[kind]),
       title=f"ACIS {pathlib.Path(workdir).name}"))
 
 
-def stage_plan(config) -> list[stages.Stage]:
+def stage_plan(config, shared=None) -> list[stages.Stage]:
+  """preproc → cvae (cvae_nosp) → the variant; `shared` is `prepare(config)`."""
   a = config.acis
+  stage = lambda kind: functools.partial(train_stage, kind=kind, shared=shared)  # noqa: E731
   return [
-      stages.Stage("preproc", functools.partial(train_stage, kind="preproc"),
-                   steps=a.preproc_steps),
-      stages.Stage("cvae" if a.state_pyramid else "cvae_nosp",
-                   functools.partial(train_stage, kind="cvae"), steps=a.cvae_steps),
-      stages.Stage(variant_name(a), functools.partial(train_stage, kind="final"), final=True),
+      stages.Stage("preproc", stage("preproc"), steps=a.preproc_steps),
+      stages.Stage("cvae" if a.state_pyramid else "cvae_nosp", stage("cvae"),
+                   steps=a.cvae_steps),
+      stages.Stage(variant_name(a), stage("final"), final=True),
   ]
 
 
@@ -234,6 +249,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, earlier=None,
   `pretrain_only`); returns the last one's `Result`."""
   del earlier
   validate(config)
-  plan = stage_plan(config)[:2 if pretrain_only else 3]
+  plan = stage_plan(config, prepare(config))[:2 if pretrain_only else 3]
   done = stages.run_stages(config, workdir, plan, reuse_from=config.init_from or None)
   return done[plan[-1].name]

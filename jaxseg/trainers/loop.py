@@ -45,10 +45,11 @@ class Task:
 
   params        fresh params (host or device); replaced by a checkpoint on resume
   tx            the optimizer over `params` (`optim.per_group` for several groups)
-  grads         the step contract `(params, batch, rng, step) -> (loss, grads,
-                metrics)`, or with `step_kind` a function kind -> such a step
+  grads         kind -> the step contract `(params, batch, rng, step) -> (loss,
+                grads, metrics)` of that kind
   step_kind     host step (1-based) -> a hashable kind; one compiled update per
-                kind (ACIS's critic / actor steps × sequence lengths)
+                kind (ACIS's critic / actor steps × sequence lengths; default:
+                one kind, None)
   evaluate      (step, device params) -> (metrics without the `val/` prefix,
                 panel image or None)
   rng           the state's RNG; step s draws `fold_in(rng, s)`
@@ -61,10 +62,10 @@ class Task:
   """
   params: Any
   tx: optax.GradientTransformation
-  grads: Callable
+  grads: Callable[[Hashable], Callable]
   evaluate: Callable[[int, Any], tuple[dict, np.ndarray | None]]
   rng: jax.Array
-  step_kind: Callable[[int], Hashable] | None = None
+  step_kind: Callable[[int], Hashable] = lambda step: None
   schedule: Callable | None = None
   init_params: Callable[[Any], Any] | None = None
   batch_keys: tuple[str, ...] | None = None
@@ -193,10 +194,9 @@ class Run:
     compiled = {}
 
     def update(st, batch, step):
-      kind = task.step_kind(step) if task.step_kind else None
+      kind = task.step_kind(step)
       if kind not in compiled:
-        grads_fn = task.grads(kind) if task.step_kind else task.grads
-        compiled[kind] = jax.jit(step_lib.make_update(grads_fn, task.tx, task.schedule),
+        compiled[kind] = jax.jit(step_lib.make_update(task.grads(kind), task.tx, task.schedule),
                                  donate_argnums=0, out_shardings=(repl, repl, repl))
       return compiled[kind](st, batch)
 
@@ -230,16 +230,23 @@ class Run:
                   params=jax.device_get(state["params"]))
 
 
-def open_run(config: ml_collections.ConfigDict, workdir, *,
-             val_data: ml_collections.ConfigDict | None = None) -> Run:
-  """The mesh and the train / val sources of `config.data` (`val_data`: read
-  the val split with another data config); `workdir` is created."""
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  mesh = parallel.make_data_mesh()
+def read_sources(config: ml_collections.ConfigDict, *,
+                 val_data: ml_collections.ConfigDict | None = None) -> tuple:
+  """(train source, val source, info) of `config.data` (`val_data`: read the
+  val split with another data config)."""
   train_source, info = data_lib.get_source(config.data, config.data.train_split)
   val_source, _ = data_lib.get_source(val_data or config.data, config.data.val_split)
   logging.info("data: %s, %d train / %d val examples, %d classes", info.name,
                len(train_source), len(val_source), info.num_classes)
-  return Run(config=config, workdir=workdir, mesh=mesh, train_source=train_source,
-             val_source=val_source, info=info)
+  return train_source, val_source, info
+
+
+def open_run(config: ml_collections.ConfigDict, workdir, *, sources: tuple | None = None
+             ) -> Run:
+  """The mesh and the data (`sources` from `read_sources`, read here when
+  None) of a run in `workdir`, which is created."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  train_source, val_source, info = sources or read_sources(config)
+  return Run(config=config, workdir=workdir, mesh=parallel.make_data_mesh(),
+             train_source=train_source, val_source=val_source, info=info)

@@ -204,7 +204,7 @@ def train(config: ml_collections.ConfigDict, workdir, *, make_loss: Callable,
     return metrics, panel
 
   return run.train(loop.Task(
-      params=params, tx=tx, grads=algorithms.as_grads_fn(loss_fn), evaluate=run_eval,
+      params=params, tx=tx, grads=lambda _: algorithms.as_grads_fn(loss_fn), evaluate=run_eval,
       rng=jax.random.fold_in(rng, 1), schedule=schedule,
       init_params=lambda p: (init_params or cold_start)(p, config),
       log_keys=("miou", "pixel_acc"), title=f"{config.trainer} on {info.name}"))
