@@ -5,8 +5,8 @@ at CPU scale, and the peak memory of BL vs BL-Trunc vs AC.
         [--rows bl,bl_trunc,ac,ac_nokl,ac_nosp] [--steps 800] [--scale cpu]
     python bench/acis_ablation.py --memory [--scale cpu]
 
-Pre-trains once into OUT/pretrain (preproc, cvae, and cvae_nosp for the NoSP
-row), then trains every row from it for the same number of steps on the train
+Pre-trains once into OUT/pretrain or --pretrain (preproc, cvae, actor_init,
+and their _nosp twins for the NoSP row), then trains every row from it for the same number of steps on the train
 split and evaluates on the val split (configs/acis_cvppp.py:ROW,SCALE). Writes
 into --out:
   results.md    Tab. 1 (SBD, |DiC|, MWCov, MUCov, AvgFP, AvgFN), Tab. 2 (Dice* and
@@ -56,18 +56,18 @@ def load_config(row: str, args):
   return c
 
 
-def pretrain(out: pathlib.Path, rows, args) -> None:
-  """preproc + cvae (+ cvae_nosp) into OUT/pretrain (reused when finished)."""
+def pretrain(rows, args) -> None:
+  """preproc + cvae + actor_init (+ the _nosp ones) into --pretrain (reused
+  when finished)."""
   for row in sorted({"ac_nosp" if r == "ac_nosp" else "ac" for r in rows}):
-    acis.train_and_evaluate(load_config(row, args), str(out / "pretrain"),
-                            pretrain_only=True)
+    acis.train_and_evaluate(load_config(row, args), str(args.pretrain), pretrain_only=True)
 
 
-def pretrain_metrics(out: pathlib.Path) -> dict:
+def pretrain_metrics(pre: pathlib.Path) -> dict:
   metrics = {}
-  for stage in ("preproc", "cvae", "cvae_nosp"):
-    records = writer_lib.read_metrics(out / "pretrain" / stage) \
-        if (out / "pretrain" / stage / "metrics.jsonl").exists() else []
+  for stage in ("preproc", "cvae", "cvae_nosp", "actor_init", "actor_init_nosp"):
+    records = writer_lib.read_metrics(pre / stage) \
+        if (pre / stage / "metrics.jsonl").exists() else []
     metrics[stage] = {k: v for r in records for k, v in r.items() if k.startswith("val/")}
   return metrics
 
@@ -78,46 +78,54 @@ def run_row(row: str, seed: int, workdir: pathlib.Path, args, rows) -> dict:
     subprocess.run([sys.executable, __file__, "--out", str(args.out), "--rows", row,
                     "--root", str(args.root), "--steps", str(args.steps),
                     "--seeds", str(seed + 1), "--scale", args.scale,
-                    "--train-split", args.train_split], check=True)
+                    "--train-split", args.train_split, "--pretrain", str(args.pretrain)],
+                   check=True)
     return json.loads((workdir / "run.json").read_text())
   out = args.out
   c = load_config(row, args)
   c.seed = seed
-  c.init_from = str(out / "pretrain")
+  if seed:  # Tab. 2 (a state zeroed) on seed 0 only: it triples the evaluation's cost
+    c.acis.eval_blocks = ()
+  c.init_from = str(args.pretrain)
   t0 = time.time()
   result = acis.train_and_evaluate(c, str(workdir))
   metrics, final = result.metrics, result.workdir
   panels = sorted((final / "panels").glob("*.png"))
   if panels:
     shutil.copy(panels[-1], out / f"panel_{row}.png")
+  updates = sum(acis.step_kind(c, i)[0] != "critic" for i in range(1, c.total_steps + 1))
   return {"metrics": metrics, "seconds": time.time() - t0, "steps": c.total_steps,
+          "actor_updates": updates,
           "curve": [(r["step"], r["val/sbd"]) for r in writer_lib.read_metrics(final)
                     if r.get("val/sbd") is not None]}
 
 
 def write_summary(out: pathlib.Path, results: dict, pre: dict, args) -> str:
+  """Tab. 1 and Tab. 2 analogues, mean ± sd over the seeds run."""
+  def cell(runs, key):
+    xs = [r["metrics"][key] for r in runs if key in r["metrics"]]
+    return harness.mean_std(xs) if xs else "–"
+
   lines = [f"# ACIS ablation on CVPPP A1 (train {args.train_split} → val), scale "
            f"`{args.scale or 'paper'}`", "",
            "Tab. 1 analogue (val split, termination by the model, masks pasted back to "
-           "the original 500 × 530):", "",
-           "| row | steps | SBD ↑ | abs DiC ↓ | DiC | MWCov ↑ | MUCov ↑ | AvgFP ↓ | AvgFN ↓ "
-           "| min |", "|---|---|---|---|---|---|---|---|---|---|"]
-  results = {row: runs[0] for row, runs in results.items()}  # seed 0
-  for row, r in results.items():
-    m = r["metrics"]
-    lines.append(f"| {NAMES[row]} | {r['steps']} | " + " | ".join(
-        f"{m.get('val/' + k, float('nan')):.3f}" for k in TAB1) + f" | {r['seconds'] / 60:.1f} |")
+           "the original 500 × 530; mean ± sd over seeds):", "",
+           "| row | steps | actor updates | seeds | SBD ↑ | abs DiC ↓ | DiC | MWCov ↑ | "
+           "MUCov ↑ | AvgFP ↓ | AvgFN ↓ | min |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for row, runs in results.items():
+    r = runs[0]
+    lines.append(f"| {NAMES[row]} | {r['steps']} | {r.get('actor_updates', '')} | "
+                 f"{len(runs)} | " + " | ".join(cell(runs, "val/" + k) for k in TAB1) +
+                 f" | {sum(x['seconds'] for x in runs) / len(runs) / 60:.1f} |")
   lines += ["", "Tab. 2 analogue (Dice* = first #GT predictions max-matched to the "
-            "ground truth; abs DiC with the model's termination):", "",
+            "ground truth; abs DiC with the model's termination; seed 0):", "",
             "| row | LSTM + mask Dice* | abs DiC | mask only Dice* | abs DiC | LSTM only Dice* "
             "| abs DiC |", "|---|---|---|---|---|---|---|"]
-  for row, r in results.items():
-    m = r["metrics"]
-    cells = [m.get(f"val/{k}{suffix}", float("nan")) for suffix in ("", "_mask_only",
-                                                                     "_lstm_only")
+  for row, runs in results.items():
+    cells = [cell(runs, f"val/{k}{suffix}") for suffix in ("", "_mask_only", "_lstm_only")
              for k in ("dice_gt_stop", "abs_dic")]
-    lines.append(f"| {NAMES[row]} | " + " | ".join(f"{x:.3f}" for x in cells) + " |")
-  lines += ["", "Pre-training (val split, at S × S):", ""]
+    lines.append(f"| {NAMES[row]} | " + " | ".join(cells) + " |")
+  lines += ["", "Pre-training and the actor init (val split):", ""]
   for stage, m in pre.items():
     if m:
       lines.append(f"- {stage}: " + ", ".join(f"{k[4:]} {v:.3f}" for k, v in m.items()
@@ -174,6 +182,8 @@ def main():
   p = harness.parser(__doc__, out="/tmp/acis_ablation", data="cvppp_a1", rows=ROWS, steps=0)
   p.add_argument("--scale", default="cpu", help="config option: cpu | '' (paper)")
   p.add_argument("--train-split", default="train")
+  p.add_argument("--pretrain", type=pathlib.Path, default=None,
+                 help="the shared pre-training's work dir (default OUT/pretrain)")
   p.add_argument("--memory", action="store_true")
   p.add_argument("--lengths", type=int, nargs="+", default=[5, 10, 15])
   args = p.parse_args()
@@ -184,9 +194,10 @@ def main():
     sys.exit(f"no CVPPP A1 copy at {args.root} (--root)")
   rows = harness.parse_rows(p, args, ROWS)
   args.out.mkdir(parents=True, exist_ok=True)
+  args.pretrain = args.pretrain or args.out / "pretrain"
   if not args.summary_only:
-    pretrain(args.out, rows, args)
-  pre = pretrain_metrics(args.out)
+    pretrain(rows, args)
+  pre = pretrain_metrics(args.pretrain)
   results, _ = harness.run_rows(
       rows, lambda r, seed, workdir: run_row(r, seed, workdir, args, rows),
       lambda results: write_summary(args.out, results, pre, args), out=args.out,

@@ -10,6 +10,15 @@ same matrices for both):
   phi_21x21      `matching_potentials` (21 prefixes in one solve) against 21
                  scipy solves of the prefixes, what the ACIS reward needs
 
+    python bench/matching.py --steps [--scales cpu paper] [--repeats N]
+
+`--steps` times whole ACIS train steps (their gradients, jitted) with the
+matching on device (`acis.matching=device`) and with scipy through
+`jax.pure_callback` (`host`), side by side on the same batch (15 rectangles
+per image): BL-Trunc and the AC critic step match, the AC actor step does
+not (its row is the reference). Scales: `configs/acis_cvppp.py:ac,cpu` and
+`:ac` (the paper's 224², batch 8, full widths), L = 5.
+
 JAX times are the median over repeats of a jitted call (compiled and warmed up
 first) with `block_until_ready`; scipy's are `linear_sum_assignment(...,
 maximize=True)` on host numpy arrays. Ratio = jax / scipy (> 1: scipy faster).
@@ -88,13 +97,68 @@ def time_row(name: str, repeats: int, seed: int = 0) -> dict:
           "max_abs_err": max_err, "repeats": repeats}
 
 
+def time_steps(scale: str, repeats: int, length: int = 5) -> list[dict]:
+  """Median ms of each ACIS step's gradient with device and host matching."""
+  import functools  # pylint: disable=g-import-not-at-top
+  from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top
+  from jaxseg.trainers import acis  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(__file__).resolve().parents[1]
+  c = config_lib.load_config_file(root / "configs/acis_cvppp.py",
+                                  "ac,cpu" if scale == "cpu" else "ac")
+  nets = acis.build_nets(c)
+  params = jax.jit(functools.partial(acis.init_params, nets, c))(jax.random.key(0))
+  s, b = c.acis.image_size, c.batch_size
+  rng = np.random.default_rng(0)
+  inst = np.zeros((b, s, s), np.int32)
+  for i in range(b):
+    for k in range(1, 16):
+      y, x = rng.integers(0, s - s // 6, 2)
+      inst[i, y:y + s // 6, x:x + s // 6] = k
+  batch = {"image": jnp.asarray(rng.integers(0, 255, (b, s, s, 3)), jnp.uint8),
+           "instances": jnp.asarray(inst)}
+  frozen = {k: params[k] for k in ("preproc", "decoder")}
+  records = []
+  for kind in ("bl_trunc", "critic", "actor"):
+    ms = {}
+    for matching in ("device", "host"):
+      c.acis.matching = matching
+      fn = acis.grads_fn(nets, c, kind, frozen=frozen, length=length)
+      step = jax.jit(lambda p, r, fn=fn: fn(p, batch, r, 0)[1])
+      jax.block_until_ready(step(params, jax.random.key(1)))
+      times = []
+      for i in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(step(params, jax.random.key(i)))
+        times.append(time.perf_counter() - t0)
+      ms[matching] = 1e3 * statistics.median(times)
+    records.append({"scale": scale, "step": kind, "image_size": s, "batch": b,
+                    "length": length, "device_ms": ms["device"], "host_ms": ms["host"],
+                    "ratio_device_over_host": ms["device"] / ms["host"],
+                    "repeats": repeats})
+    r = records[-1]
+    print(f"| {scale:<5} | {kind:<8} | {s}² × {b} | {r['device_ms']:9.1f} | "
+          f"{r['host_ms']:9.1f} | {r['ratio_device_over_host']:6.2f}× |", flush=True)
+  return records
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--json", help="also write the records to this file")
   p.add_argument("--repeats", type=int, default=50)
   p.add_argument("--only", nargs="*", choices=list(ROWS), help="row names to run")
+  p.add_argument("--steps", action="store_true", help="time whole ACIS train steps")
+  p.add_argument("--scales", nargs="*", default=["cpu", "paper"], choices=["cpu", "paper"])
   args = p.parse_args()
   records = []
+  if args.steps:
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; ms per step (median of "
+          f"{args.repeats})\n\n| scale | step | input | device ms | host ms | ratio |\n"
+          "|---|---|---|---|---|---|", flush=True)
+    for scale in args.scales:
+      records += time_steps(scale, args.repeats)
+    if args.json:
+      pathlib.Path(args.json).write_text(json.dumps(records, indent=1))
+    return
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
         f"({jax.device_count()} device(s)); scipy on the host", flush=True)
   header = (f"| {'name':<13} | {'B':>2} | {'R×C':>6} | {'jax µs/matrix':>13} "

@@ -6,7 +6,8 @@
 One command runs every stage it needs, each into WORKDIR/STAGE and reused from
 there once finished (or from the ACIS workdir `--config.init_from=DIR`):
 preproc (foreground + angles FCN), cvae (or cvae_nosp: the cVAE pre-training),
-then the variant with the decoder frozen. Metrics go to WORKDIR/STAGE/metrics.jsonl
+actor_init (a fresh actor trained like BL at L = 1 on load-last episodes, the
+authors' 001_init), then the variant from that actor with the decoder frozen. Metrics go to WORKDIR/STAGE/metrics.jsonl
 (`val/sbd`, `val/abs_dic`, `val/mwcov`, ...).
 
 VARIANT (after the colon, default `ac`):
@@ -46,10 +47,14 @@ def get_config(arg=None):
   c.checkpoint_every = 1000
   c.eval.panel_examples = 4
   # Measured choices (docs/acis_ablation_cvppp.md, "Config choices"): BCE +
-  # soft Dice, the cVAE's own β, exploring critic episodes.
+  # soft Dice, the cVAE's own β. As the authors train (their cvppp_*.sh): a
+  # supervised actor init, mean-action episodes from load-last states, weight
+  # decay 1e-5; `acis.sample_actions=True` explores with σ ≥ explore_std.
   c.acis.dice_loss_weight = 1.0
   c.acis.cvae_kl_weight = 1e-3
   c.acis.explore_std = 1.0
+  c.acis.init_steps = 4000
+  c.acis.weight_decay = 1e-5
   if "cpu" in args:
     c.acis.image_size = 112
     c.acis.encoder_features = (16, 32, 48, 64)
@@ -61,7 +66,9 @@ def get_config(arg=None):
     c.acis.preproc_features = (16, 32, 64)
     c.acis.preproc_steps = 1500
     c.acis.cvae_steps = 4000
+    c.acis.init_steps = 3000
     c.acis.critic_warmup = 200
+    c.acis.seq_lengths = (5,)  # the authors' first phase (epochs 601-7000 of AC)
     c.batch_size = 4
     c.total_steps = 800
     c.eval_every = 400
@@ -79,7 +86,7 @@ def get_config(arg=None):
     c.acis.embed_dim = c.acis.hidden_dim = c.acis.head_dim = 8
     c.acis.critic_fc = (8,)
     c.acis.latent_dim = 4
-    c.acis.preproc_steps = c.acis.cvae_steps = 2
+    c.acis.preproc_steps = c.acis.cvae_steps = c.acis.init_steps = 2
     c.acis.critic_warmup = 2
     c.acis.critic_per_actor = 1
     c.acis.seq_lengths = (2, 3)

@@ -1,11 +1,14 @@
 """ACIS on KITTI car instances (SPEC §3): 256 x 768, latent 64, 16 steps.
 
-    python -m jaxseg.main --config=configs/acis_kitti.py:ac --workdir=/tmp/acis_kitti
+    python -m jaxseg.main --config=configs/acis_kitti.py:ac --workdir=/tmp/acis_kitti \
+        --config.data.root=/path/to/kitti
 
-KITTI instance segmentation has no loader in jaxseg yet: the run stops with a
-DataError that says what to provide. The network sizes follow the authors' code;
-the images are resized to S x S like CVPPP, so this config is a starting point,
-not a reproduction (the paper keeps the 1:3 aspect).
+ROOT is the layout the authors' loader reads (jaxseg/data/kitti.py):
+ROOT/{train,val}/**/X_rgb.png with X_labels.png beside it (8-bit instance ids),
+as in the archive linked from visinf/acis#1. An instance folder dataset works
+too (--config.data.name=instance_folder). The network sizes follow the authors'
+code; the images are resized to S x S like CVPPP, so this config is a starting
+point, not a reproduction (the paper keeps the 1:3 aspect, 256 x 768).
 """
 import pathlib
 

@@ -132,7 +132,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.acis.state_pyramid = True  # False: AC-Dice-NoSP
   c.acis.kl_weight = 1e-4  # β_KL of the actor update (0: AC-Dice-NoKL)
   c.acis.cvae_kl_weight = 1e-4  # β of the cVAE pre-training
-  c.acis.explore_std = 0.0  # critic episodes sample a = μ + max(σ, this)·ε; 0 = σ (paper)
+  c.acis.sample_actions = False  # True: critic / actor episodes sample a = μ + σε (paper
+  # text); False: a = μ, as the authors' code runs them (-criticNoise 0 -realNoise 0)
+  c.acis.explore_std = 0.0  # with sample_actions, critic episodes use σ ≥ this
+  c.acis.load_last = "random"  # M_0 of episodes: none | last | random (episode.load_episode)
+  c.acis.init_steps = 2000  # the supervised actor init stage (0: none, AC from the cVAE)
+  c.acis.init_length = 1  # its episode length, the authors' -seq_length 1
+  c.acis.init_load = "random"  # its M_0 (the authors': last)
+  c.acis.init_actor = "fresh"  # fresh | cvae: the actor it starts from
+  c.acis.weight_decay = 0.0  # L2 on the actor-init and final stages' gradients
+  c.acis.matching = "device"  # device | host: Hungarian matching on device or by scipy
   c.acis.gamma = 0.9
   c.acis.critic_warmup = 1024  # critic-only steps
   c.acis.critic_per_actor = 3  # then critic k steps, actor 1

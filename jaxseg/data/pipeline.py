@@ -30,8 +30,9 @@ from jaxseg.data import embedded
 from jaxseg.data.augment import TrainAugmentation
 from jaxseg.data.errors import DataError
 from jaxseg.data.folder import FolderSource, InstanceFolderSource
+from jaxseg.data.kitti import KittiInstanceSource
 
-DATASET_NAMES = ("embedded", "folder", "instance_folder")
+DATASET_NAMES = ("embedded", "folder", "instance_folder", "kitti_instance")
 
 
 class Source(Protocol):
@@ -205,10 +206,10 @@ def _folder_source(config: Any, split: str) -> tuple[Source, DatasetInfo]:
   return source, info
 
 
-def _instance_folder_source(config: Any,
-                            split: str) -> tuple[Source, DatasetInfo]:
+def _instance_folder_source(config: Any, split: str, *,
+                            kind=InstanceFolderSource) -> tuple[Source, DatasetInfo]:
   root = _require_root(config)
-  source = InstanceFolderSource(
+  source = kind(
       root, split, resize=_optional_size(_field(config, "resize")),
       cache=_field(config, "cache", True))
   info = DatasetInfo(num_classes=source.num_classes,
@@ -226,6 +227,8 @@ _BUILDERS = {
     "embedded": _embedded_source,
     "folder": _folder_source,
     "instance_folder": _instance_folder_source,
+    "kitti_instance": lambda config, split: _instance_folder_source(
+        config, split, kind=KittiInstanceSource),
 }
 
 # Datasets the paper-scale configs name, with no loader of their own yet: what
@@ -237,9 +240,6 @@ PLANNED_DATASETS = {
                   "0-18, 255 = ignore)",
     "pascal_context60": "Pascal Context 60 (4,998 train / 5,105 val images; 60 classes "
                         "incl. background = 0, 255 = ignore)",
-    "kitti_instance": "KITTI instance segmentation of cars (Ren & Zemel's split: 3,712 "
-                      "train / 144 val / 120 test images; per-pixel instance ids, 0 = "
-                      "background)",
     "pascal_context": "Pascal Context 59 (4,998 train / 5,105 val images; 59 classes, "
                       "ids 0-58, 255 = ignore, as mmsegmentation's converter writes them)",
 }

@@ -17,6 +17,7 @@ from jaxseg.rewards.instance import (
     matching_rewards,
     soft_dice_scores,
 )
+from jaxseg.rewards.host_matching import host_matching_potentials, host_max_matching
 from jaxseg.rewards.matching import max_matching
 from jaxseg.rewards.semantic import (
     ScoreFn,
@@ -38,6 +39,8 @@ __all__ = [
     "action_log_probs",
     "context_reward",
     "downsample_labels",
+    "host_matching_potentials",
+    "host_max_matching",
     "downsample_logits",
     "entropy",
     "host_score",

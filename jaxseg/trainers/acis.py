@@ -3,7 +3,11 @@
   preproc/       PreprocNet: BCE on the foreground and the 8 angle bins.
   cvae[_nosp]/   Actor (one LSTM step from a zero state) + Decoder as a cVAE on
                  one random ground-truth instance: mask loss + β·KL(q ‖ N(0, I)).
-  VARIANT/       the decoder frozen; bl (full BPTT), bl_trunc (one-step BPTT),
+  actor_init[_nosp]/  the authors' `001_init`: a fresh actor (`acis.init_actor`)
+                 trained like BL at L = `acis.init_length` (1) on load-last
+                 episodes (`acis.init_load`) through the frozen decoder, so every
+                 variant starts from an actor that already works.
+  VARIANT/       from the same init, the decoder frozen; bl (full BPTT), bl_trunc (one-step BPTT),
                  ac / ac_nokl / ac_nosp (critic on discounted matching rewards,
                  actor by the deterministic policy gradient through the decoder)
 
@@ -44,6 +48,7 @@ from jaxseg.trainers import step as step_lib
 
 METHODS = ("bl", "bl_trunc", "ac")
 BLOCKS = ("none", "lstm", "mask")
+INIT_ACTORS = ("fresh", "cvae")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -64,6 +69,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.acis.gamma={a.gamma} must be in [0, 1].")
   for b in a.eval_blocks:
     config_lib.check_choice("acis.eval_blocks entry", b, BLOCKS[1:])
+  config_lib.check_choice("acis.load_last", a.load_last, ep.LOADS)
+  config_lib.check_choice("acis.init_load", a.init_load, ep.LOADS)
+  config_lib.check_choice("acis.init_actor", a.init_actor, INIT_ACTORS)
+  config_lib.check_choice("acis.matching", a.matching, ep.MATCHINGS)
+  if a.init_steps < 0 or not 1 <= a.init_length <= a.max_instances:
+    raise ValueError(f"config.acis.init_steps={a.init_steps} must be >= 0 (0: no actor "
+                     f"init stage) and acis.init_length={a.init_length} in [1, "
+                     f"acis.max_instances={a.max_instances}].")
   for key in ("preproc_steps", "cvae_steps"):
     if a[key] <= 0 and not config.init_from:
       raise ValueError(f"config.acis.{key}={a[key]} must be > 0 (or set config.init_from "
@@ -112,34 +125,43 @@ def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0):
   a = config.acis
   unroll = step_lib.rollout_unrolled(a.rollout, "acis.rollout")
   episode = dict(frozen=frozen, length=length, max_instances=a.max_instances,
-                 latent_dim=a.latent_dim, unroll=unroll)
+                 latent_dim=a.latent_dim, unroll=unroll, load=a.load_last)
+  matching = dict(matching=a.matching)
+  supervised = dict(dice_weight=a.dice_loss_weight, termination_weight=a.termination_weight)
   fn, kw = {
       "preproc": (steps.preproc_grads, dict(max_instances=a.max_instances,
                                             num_angle_bins=a.num_angle_bins)),
       "cvae": (steps.cvae_grads, dict(frozen=frozen, max_instances=a.max_instances,
                                       latent_dim=a.latent_dim, kl_weight=a.cvae_kl_weight,
                                       dice_weight=a.dice_loss_weight)),
-      "bl": (steps.bl_grads, dict(episode, dice_weight=a.dice_loss_weight,
-                                  termination_weight=a.termination_weight)),
-      "bl_trunc": (steps.bl_trunc_grads, dict(episode, dice_weight=a.dice_loss_weight,
-                                              termination_weight=a.termination_weight)),
-      "critic": (steps.critic_grads, dict(episode, gamma=a.gamma,
+      "init": (steps.bl_grads, dict(episode, **supervised, **matching, length=a.init_length,
+                                    load=a.init_load)),
+      "bl": (steps.bl_grads, dict(episode, **supervised, **matching)),
+      "bl_trunc": (steps.bl_trunc_grads, dict(episode, **supervised, **matching)),
+      "critic": (steps.critic_grads, dict(episode, **matching, gamma=a.gamma,
+                                          sample=a.sample_actions,
                                           explore_std=a.explore_std)),
       "actor": (steps.actor_grads, dict(episode, kl_weight=a.kl_weight,
-                                        termination_weight=a.termination_weight)),
+                                        termination_weight=a.termination_weight,
+                                        sample=a.sample_actions)),
   }[kind]
   return functools.partial(fn, nets, **kw)
 
 
-def optimizer(config, trains: tuple[str, ...], *, final: bool) -> optax.GradientTransformation:
-  """Adam per trained group; the critic's at `critic_lr_factor` × lr; the final
-  stage's actor gradient clamped to ±`acis.grad_clamp`."""
+def optimizer(config, trains: tuple[str, ...], *, kind: str) -> optax.GradientTransformation:
+  """Adam per trained group; the critic's at `critic_lr_factor` × lr. The
+  actor-init and final stages add L2 weight decay `acis.weight_decay` to the
+  gradient (torch's `optim.adam` weightDecay, as the authors train) and the
+  final stage clamps the actor gradient to ±`acis.grad_clamp` before it."""
   a, lr = config.acis, config.optim.lr
-  adam = functools.partial(optax.adam, b1=config.optim.b1, b2=config.optim.b2)
+  def adam(rate):
+    tx = optax.adam(rate, b1=config.optim.b1, b2=config.optim.b2)
+    return optax.chain(optax.add_decayed_weights(a.weight_decay), tx) \
+        if a.weight_decay and kind in ("init", "final") else tx
   txs = {k: adam(lr) for k in trains}
   if "critic" in txs:
     txs["critic"] = adam(lr * a.critic_lr_factor)
-  if final and a.grad_clamp:
+  if kind == "final" and a.grad_clamp:
     txs["actor"] = optax.chain(optax.clip(a.grad_clamp), txs["actor"])
   return optim.per_group(txs)
 
@@ -170,12 +192,13 @@ def _unresized(data_config):
 
 
 EVALUATORS = {"preproc": acis_eval.preproc_evaluator, "cvae": acis_eval.cvae_evaluator,
-              "final": acis_eval.episode_evaluator}
-CURVE_KEYS = {"preproc": "val/fg_iou", "cvae": "val/recon_dice", "final": "val/sbd"}
+              "init": acis_eval.episode_evaluator, "final": acis_eval.episode_evaluator}
+CURVE_KEYS = {"preproc": "val/fg_iou", "cvae": "val/recon_dice", "init": "val/sbd",
+              "final": "val/sbd"}
 
 
 def stage_trains(config, kind: str) -> tuple[str, ...]:
-  """The parameter groups a stage (preproc, cvae or final) trains: those of
+  """The parameter groups a stage (preproc, cvae, init or final) trains: those of
   every gradient kind it steps (`steps.TRAINS`)."""
   a = config.acis
   kinds = (kind,) if kind != "final" else ("critic", "actor") if a.method == "ac" else (a.method,)
@@ -199,19 +222,27 @@ def prepare(config):
 
 
 def train_stage(config, workdir, earlier: dict[str, loop.Result], *, kind: str, shared):
-  """Trains one stage (`kind`: preproc, cvae or final) from the earlier stages'
-  params; `shared` is `prepare(config)`."""
+  """Trains one stage (`kind`: preproc, cvae, init or final) from the earlier
+  stages' params (the init stage's actor fresh unless `acis.init_actor` is
+  "cvae"); `shared` is `prepare(config)`."""
   sources, nets, params = shared
   run = loop.open_run(config, workdir, sources=sources)
   parallel.check_batch_size(config.batch_size, run.mesh)
+  fresh_actor = params["actor"]
   for result in earlier.values():
     params = {**params, **(result.params if result.params is not None
                            else ckpt_lib.load_params(result.workdir))}
+  if kind == "init" and config.acis.init_actor == "fresh":
+    params["actor"] = fresh_actor
   final = kind == "final"
   trains = stage_trains(config, kind)
   frozen_host = {k: v for k, v in params.items() if k not in trains}
   frozen = jax.device_put(frozen_host, parallel.replicated(run.mesh))
-  evaluate = EVALUATORS[kind](nets, config)
+  eval_config = config
+  if kind == "init":  # Tab. 2's zeroed states are for the variants only
+    eval_config = copy.deepcopy(config)
+    eval_config.acis.eval_blocks = ()
+  evaluate = EVALUATORS[kind](nets, eval_config)
 
   def run_eval(step, trained):
     p = {**frozen_host, **jax.device_get(trained)}
@@ -223,7 +254,7 @@ def train_stage(config, workdir, earlier: dict[str, loop.Result], *, kind: str, 
     return metrics, panel
 
   return run.train(loop.Task(
-      params={k: params[k] for k in trains}, tx=optimizer(config, trains, final=final),
+      params={k: params[k] for k in trains}, tx=optimizer(config, trains, kind=kind),
       grads=lambda k: grads_fn(nets, config, k[0], frozen=frozen, length=k[1]),
       step_kind=functools.partial(step_kind, config) if final else lambda _: (kind, 0),
       evaluate=run_eval, rng=jax.random.key(config.seed + 1),
@@ -232,13 +263,17 @@ def train_stage(config, workdir, earlier: dict[str, loop.Result], *, kind: str, 
 
 
 def stage_plan(config, shared=None) -> list[stages.Stage]:
-  """preproc → cvae (cvae_nosp) → the variant; `shared` is `prepare(config)`."""
+  """preproc → cvae (cvae_nosp) → actor_init (_nosp; none when
+  `acis.init_steps` is 0) → the variant; `shared` is `prepare(config)`."""
   a = config.acis
   stage = lambda kind: functools.partial(train_stage, kind=kind, shared=shared)  # noqa: E731
+  nosp = "" if a.state_pyramid else "_nosp"
+  init = [stages.Stage("actor_init" + nosp, stage("init"), steps=a.init_steps)] \
+      if a.init_steps else []
   return [
       stages.Stage("preproc", stage("preproc"), steps=a.preproc_steps),
-      stages.Stage("cvae" if a.state_pyramid else "cvae_nosp", stage("cvae"),
-                   steps=a.cvae_steps),
+      stages.Stage("cvae" + nosp, stage("cvae"), steps=a.cvae_steps),
+      *init,
       stages.Stage(variant_name(a), stage("final"), final=True),
   ]
 
@@ -249,6 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, earlier=None,
   `pretrain_only`); returns the last one's `Result`."""
   del earlier
   validate(config)
-  plan = stage_plan(config, prepare(config))[:2 if pretrain_only else 3]
+  plan = stage_plan(config, prepare(config))
+  plan = plan[:-1] if pretrain_only else plan
   done = stages.run_stages(config, workdir, plan, reuse_from=config.init_from or None)
   return done[plan[-1].name]

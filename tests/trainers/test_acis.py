@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxseg import checkpoint as ckpt_lib
 from jaxseg import config as config_lib
 from jaxseg import parallel
 from jaxseg.data import to_global_array
@@ -15,6 +16,7 @@ from jaxseg.trainers import acis
 from jaxseg.trainers import step as step_lib
 
 from ..algorithms.acis.conftest import synthetic_batch
+from ..data.test_kitti import kitti_tree
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
@@ -39,7 +41,9 @@ def test_variants_set_the_ablation_switches():
   assert (nokl.method, nokl.kl_weight, nokl.state_pyramid) == ("ac", 0.0, True)
   assert (nosp.method, nosp.kl_weight > 0, nosp.state_pyramid) == ("ac", True, False)
   assert [s.name for s in acis.stage_plan(tiny_config("ac_nosp"))] == [
-      "preproc", "cvae_nosp", "ac_nosp"]
+      "preproc", "cvae_nosp", "actor_init_nosp", "ac_nosp"]
+  assert [s.name for s in acis.stage_plan(tiny_config(**{"acis.init_steps": 0}))] == [
+      "preproc", "cvae", "ac"]
   with pytest.raises(ValueError, match="VARIANT"):
     tiny_config("ac_typo")
   with pytest.raises(ValueError, match="image_size"):
@@ -48,6 +52,10 @@ def test_variants_set_the_ablation_switches():
     acis.validate(tiny_config(**{"acis.method": "ppo"}))
   with pytest.raises(ValueError, match="rollout"):
     acis.validate(tiny_config(**{"acis.rollout": "loop"}))
+  with pytest.raises(ValueError, match="acis.load_last"):
+    acis.validate(tiny_config(**{"acis.load_last": "first"}))
+  with pytest.raises(ValueError, match="acis.init_actor"):
+    acis.validate(tiny_config(**{"acis.init_actor": "cvea"}))
 
 
 def test_schedules():
@@ -68,7 +76,7 @@ def test_one_update_on_1_and_8_devices(setup):
   batch = synthetic_batch()
   frozen = {k: params[k] for k in ("preproc", "decoder")}
   trains = ("actor", "critic")
-  tx = acis.optimizer(c, trains, final=True)
+  tx = acis.optimizer(c, trains, kind="final")
   results = []
   for n in (1, 8):
     mesh = parallel.make_data_mesh(n)
@@ -103,15 +111,21 @@ def test_too_many_instances_is_a_clear_error(setup):
                        "train")
 
 
-def test_kitti_config_fails_with_what_to_provide(tmp_path):
+def test_kitti_config_reads_the_authors_layout(tmp_path):
   c = config_lib.load_config_file(CONFIGS / "acis_kitti.py", "ac,runlocal")
-  with pytest.raises(DataError, match="instance_folder"):
-    acis.train_and_evaluate(c, str(tmp_path))
+  with pytest.raises(DataError, match="config.data.root is empty"):
+    acis.train_and_evaluate(c, str(tmp_path / "run"))
+  kitti_tree(tmp_path / "kitti")
+  c.data.root = str(tmp_path / "kitti")
+  (train, val, info), _, _ = acis.prepare(c)
+  assert info.has_instances and len(train) == len(val) == 2
+  assert train[0]["image"].shape[:2] == tuple(c.data.resize)
 
 
 def test_main_runs_every_stage_then_reuses_them(cvppp_root, tmp_path):
-  """`configs/acis_cvppp.py:bl,runlocal` on the real CVPPP A1 copy: three stages,
-  val metrics written; a second variant reuses the pre-training via init_from."""
+  """`configs/acis_cvppp.py:bl,runlocal` on the real CVPPP A1 copy: four stages,
+  val metrics written; a second variant reuses the pre-training and the actor
+  init via init_from and starts from that init's actor."""
   c = tiny_config("bl_trunc", **{"data.root": str(cvppp_root), "eval.max_examples": 2,
                                  "batch_size": 8})
   result = acis.train_and_evaluate(c, str(tmp_path / "a"))
@@ -120,7 +134,7 @@ def test_main_runs_every_stage_then_reuses_them(cvppp_root, tmp_path):
   for key in ("sbd", "abs_dic", "dic", "mwcov", "mucov", "avg_fp", "avg_fn", "dice_gt_stop",
               "dice_gt_stop_mask_only", "abs_dic_lstm_only"):
     assert np.isfinite(metrics[f"val/{key}"]), key
-  for stage in ("preproc", "cvae", "bl_trunc"):
+  for stage in ("preproc", "cvae", "actor_init", "bl_trunc"):
     assert (tmp_path / "a" / stage / "metrics.jsonl").exists()
   assert list((tmp_path / "a" / "bl_trunc" / "panels").glob("*.png"))
   c2 = tiny_config("ac", **{"data.root": str(cvppp_root), "eval.max_examples": 1,
@@ -131,3 +145,33 @@ def test_main_runs_every_stage_then_reuses_them(cvppp_root, tmp_path):
              (tmp_path / "b" / "ac" / "metrics.jsonl").read_text().splitlines()]
   assert any("train/critic_loss" in r for r in records)
   assert any("train/kl" in r for r in records)  # an actor step ran after warm-up
+
+
+def test_actor_init_starts_fresh_and_the_variants_start_from_it(cvppp_root, tmp_path,
+                                                                 monkeypatch):
+  """The init stage's actor is the fresh one (not the cVAE's encoder) unless
+  `acis.init_actor='cvae'`; the final stage starts from the init's actor."""
+  seen = {}
+  train = acis.loop.Run.train
+
+  def spy(run, task):
+    seen[pathlib.Path(run.workdir).name] = jax.device_get(task.params)
+    return train(run, task)
+
+  monkeypatch.setattr(acis.loop.Run, "train", spy)
+  c = tiny_config("bl_trunc", **{"data.root": str(cvppp_root), "eval.max_examples": 1,
+                                 "eval.panel_examples": 0, "batch_size": 8})
+  shared = acis.prepare(c)
+  fresh = shared[2]["actor"]
+  acis.stages.run_stages(c, tmp_path, acis.stage_plan(c, shared))
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(  # noqa: E731
+      jax.tree.leaves(a), jax.tree.leaves(b)))
+  cvae_actor = ckpt_lib.load_params(tmp_path / "cvae")["actor"]
+  init_actor = ckpt_lib.load_params(tmp_path / "actor_init")["actor"]
+  assert same(seen["actor_init"]["actor"], fresh) and not same(fresh, cvae_actor)
+  assert same(seen["bl_trunc"]["actor"], init_actor)
+  c.acis.init_actor = "cvae"
+  acis.train_stage(c, tmp_path / "init_from_cvae",
+                   {"cvae": acis.stages.reused(tmp_path / "cvae")}, kind="init",
+                   shared=shared)
+  assert same(seen["init_from_cvae"]["actor"], cvae_actor)

@@ -24,8 +24,13 @@ from jaxseg.algorithms.acis import losses
 from jaxseg.data import instance_targets
 
 # The parameter groups each step trains.
-TRAINS = {"preproc": ("preproc",), "cvae": ("actor", "decoder"), "bl": ("actor",),
+TRAINS = {"preproc": ("preproc",), "cvae": ("actor", "decoder"), "init": ("actor",),
+          "bl": ("actor",),
           "bl_trunc": ("actor",), "critic": ("critic",), "actor": ("actor",)}
+
+# Every episode step below takes `load` (`episode.load_episode`: which ground
+# truth is painted into M_0) and starts the episode from that state, and those
+# that match take `matching` (`episode.MATCHINGS`: on device or scipy on host).
 
 
 def preproc_grads(nets: ep.Nets, params, batch, rng, step, *, max_instances: int,
@@ -76,26 +81,30 @@ def cvae_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, max_instances
   return loss, grads, metrics
 
 
-def _episode_setup(nets, batch, rng, frozen, length, max_instances, latent_dim):
+def _episode_setup(nets, batch, rng, frozen, length, max_instances, latent_dim, load):
+  """(inputs, remaining targets, valid steps (L, B), noise (L, B, latent), M_0)."""
   inputs = ep.make_inputs(nets, frozen["preproc"], batch["image"])
-  targets = ep.make_targets(batch["instances"], max_instances)
+  load_rng, rng = jax.random.split(rng)
+  state0, targets = ep.load_episode(ep.make_targets(batch["instances"], max_instances),
+                                    load_rng, length, load)
   valid = losses.step_mask(targets.counts, length)
   eps = jax.random.normal(rng, (length, inputs.x.shape[0], latent_dim))
-  return inputs, targets, valid, eps
+  return inputs, targets, valid, eps, state0
 
 
 def bl_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
              max_instances: int, latent_dim: int, dice_weight: float,
-             termination_weight: float, unroll: bool = False):
+             termination_weight: float, load: str = "none", matching: str = "device",
+             unroll: bool = False):
   """BL: `mask_loss` against Hungarian-assigned instances, BPTT through every step."""
   del step
-  inputs, targets, valid, eps = _episode_setup(nets, batch, rng, frozen, length,
-                                               max_instances, latent_dim)
+  inputs, targets, valid, eps, state0 = _episode_setup(
+      nets, batch, rng, frozen, length, max_instances, latent_dim, load)
 
   def loss_fn(p):
     out = ep.rollout(nets, p["actor"], frozen["decoder"], inputs, eps, sample=False,
-                     unroll=unroll)
-    assigned, matched = ep.assign_targets(out["mask"], targets, valid)
+                     unroll=unroll, state0=state0)
+    assigned, matched = ep.assign_targets(out["mask"], targets, valid, matching)
     w = matched.astype(jnp.float32)
     rec = jnp.sum(losses.mask_loss(out["logits"], assigned, dice_weight) * w) / jnp.maximum(
         w.sum(), 1)
@@ -109,14 +118,15 @@ def bl_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
 
 def bl_trunc_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
                    max_instances: int, latent_dim: int, dice_weight: float,
-                   termination_weight: float, unroll: bool = False):
+                   termination_weight: float, load: str = "none",
+                   matching: str = "device", unroll: bool = False):
   """BL-Trunc: the same assignment from a forward pass, then one-step BPTT."""
   del step
-  inputs, targets, valid, eps = _episode_setup(nets, batch, rng, frozen, length,
-                                               max_instances, latent_dim)
+  inputs, targets, valid, eps, state0 = _episode_setup(
+      nets, batch, rng, frozen, length, max_instances, latent_dim, load)
   out = ep.rollout(nets, jax.lax.stop_gradient(params["actor"]), frozen["decoder"], inputs,
-                   eps, sample=False, unroll=unroll)
-  assigned, matched = ep.assign_targets(out["mask"], targets, valid)
+                   eps, sample=False, unroll=unroll, state0=state0)
+  assigned, matched = ep.assign_targets(out["mask"], targets, valid, matching)
   w = matched.astype(jnp.float32)
   cont_target = losses.continue_targets(targets.counts, length)
   vf = valid.astype(jnp.float32)
@@ -130,7 +140,7 @@ def bl_trunc_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: i
     term = jnp.sum(losses.bce(o["cont"], c_t) * v_t) / n_valid
     return rec + termination_weight * term, (carry, (rec, term))
 
-  init = ep.episode_start(nets, inputs)
+  init = ep.episode_start(nets, inputs, state0)
   loss, grads, (rec, term) = ep.per_step_grads(
       step_loss, params, init, (assigned, w, vf, cont_target, eps), unroll=unroll)
   return loss, grads, {"train/mask_loss": rec.sum(), "train/termination": term.sum()}
@@ -138,19 +148,21 @@ def bl_trunc_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: i
 
 def critic_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
                  max_instances: int, latent_dim: int, gamma: float,
-                 explore_std: float = 0.0, unroll: bool = False):
-  """Critic: Q(s_t, m_t) regressed on G_t of a sampled episode (one step at a time).
+                 sample: bool = False, explore_std: float = 0.0, load: str = "none",
+                 matching: str = "device", unroll: bool = False):
+  """Critic: Q(s_t, m_t) regressed on G_t of an episode (one step at a time).
 
-  The episode's actions are drawn with σ floored at `explore_std` (the
-  behaviour policy), so the critic also sees masks away from the actor's mean.
+  The episode's actions are the actor's means μ_t, as the authors run it
+  (`-criticNoise 0`); with `sample` they are drawn with σ floored at
+  `explore_std`, so the critic also sees masks away from the actor's mean.
   """
   del step
-  inputs, targets, valid, eps = _episode_setup(nets, batch, rng, frozen, length,
-                                               max_instances, latent_dim)
-  out = ep.rollout(nets, params["actor"], frozen["decoder"], inputs, eps, sample=True,
-                   explore_std=explore_std, unroll=unroll)
+  inputs, targets, valid, eps, state0 = _episode_setup(
+      nets, batch, rng, frozen, length, max_instances, latent_dim, load)
+  out = ep.rollout(nets, params["actor"], frozen["decoder"], inputs, eps, sample=sample,
+                   explore_std=explore_std, unroll=unroll, state0=state0)
   out = jax.lax.stop_gradient(out)
-  r = ep.episode_rewards(out["mask"], targets, valid)
+  r = ep.episode_rewards(out["mask"], targets, valid, matching)
   returns = rewards.nstep_returns(r, jnp.zeros_like(r[0]), gamma=gamma)
   vf = valid.astype(jnp.float32)
   n_valid = jnp.maximum(vf.sum(), 1)
@@ -172,11 +184,13 @@ def critic_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int
 
 def actor_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
                 max_instances: int, latent_dim: int, kl_weight: float,
-                termination_weight: float, unroll: bool = False):
-  """Actor: −Q(s_t, D(μ_t + sg(σ_t)ε_t)) + β_KL·KL_t + termination BCE, per step."""
+                termination_weight: float, sample: bool = False, load: str = "none",
+                unroll: bool = False):
+  """Actor: −Q(s_t, D(a_t)) + β_KL·KL_t + termination BCE, per step, with
+  a_t = μ_t (the authors' `-realNoise 0`) or, with `sample`, μ_t + sg(σ_t)ε_t."""
   del step
-  inputs, targets, valid, eps = _episode_setup(nets, batch, rng, frozen, length,
-                                               max_instances, latent_dim)
+  inputs, targets, valid, eps, state0 = _episode_setup(
+      nets, batch, rng, frozen, length, max_instances, latent_dim, load)
   cont_target = losses.continue_targets(targets.counts, length)
   vf = valid.astype(jnp.float32)
   n_valid = jnp.maximum(vf.sum(), 1)
@@ -186,14 +200,14 @@ def actor_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
     v_t, c_t, e = x
     state = carry[0]
     carry, o = ep.actor_step(nets, p["actor"], frozen["decoder"], inputs, *carry, e,
-                             sample=True)
+                             sample=sample)
     q = nets.critic.apply({"params": critic}, inputs.critic(state, o["mask"]))
     kl = losses.kl_normal(o["mu"], o["logvar"])
     term = losses.bce(o["cont"], c_t)
     loss = jnp.sum((-q + kl_weight * kl + termination_weight * term) * v_t) / n_valid
     return loss, (carry, (jnp.sum(q * v_t), jnp.sum(kl * v_t), jnp.sum(term * v_t)))
 
-  init = ep.episode_start(nets, inputs)
+  init = ep.episode_start(nets, inputs, state0)
   loss, grads, (q, kl, term) = ep.per_step_grads(
       step_loss, {"actor": params["actor"]}, init, (vf, cont_target, eps), unroll=unroll)
   return loss, grads, {"train/q": q.sum() / n_valid, "train/kl": kl.sum() / n_valid,

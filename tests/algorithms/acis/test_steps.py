@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.algorithms.acis import episode as ep
+from jaxseg.algorithms.acis import losses as losses_lib
 from jaxseg.algorithms.acis import steps
 
 from .conftest import EPISODE, OPTIONS, synthetic_batch
@@ -89,3 +90,42 @@ def test_per_step_memory_does_not_grow_with_length(setup):
   assert bl[1] > 1.5 * bl[0]
   assert trunc[1] < 1.2 * trunc[0] and actor[1] < 1.2 * actor[0]
   assert trunc[1] < bl[1]
+
+
+def test_mean_action_episodes_ignore_the_noise(setup):
+  """The authors' -criticNoise 0 -realNoise 0: with `sample=False` the critic's
+  and the actor's episodes use μ, so the step does not depend on ε; sampling does."""
+  nets, params = setup
+  batch = jax.tree.map(jnp.asarray, synthetic_batch())
+  for kind in ("critic", "actor"):
+    losses = {}
+    for sample in (False, True):
+      fn = _bind(kind, nets, params)
+      fn = functools.partial(fn.func, *fn.args, **{**fn.keywords, "sample": sample})
+      losses[sample] = [float(jax.jit(lambda p, r: fn(p, batch, r, 0)[0])(
+          params, jax.random.key(k))) for k in (2, 5)]
+    assert losses[False][0] == losses[False][1], kind
+    assert losses[True][0] != losses[True][1], kind
+
+
+def test_init_step_is_bce_on_the_one_instance_load_last_leaves(setup):
+  """The actor init (`bl_grads`, L = 1, load "last"): M_0 holds all but one
+  random instance; the loss is the mask loss against that one (the Hungarian
+  assignment of one prediction to one target) plus BCE(c, stop)."""
+  nets, params = setup
+  batch = jax.tree.map(jnp.asarray, synthetic_batch())
+  fn = _bind("bl", nets, params, length=1)
+  fn = functools.partial(fn.func, *fn.args, **{**fn.keywords, "load": "last"})
+  rng = jax.random.key(7)
+  loss = float(jax.jit(lambda p: fn(p, batch, rng, 0)[0])(params))
+  inputs = ep.make_inputs(nets, params["preproc"], batch["image"])
+  state0, rest = ep.load_episode(ep.make_targets(batch["instances"], EPISODE["max_instances"]),
+                                 jax.random.split(rng)[0], 1, "last")
+  assert np.all(np.asarray(rest.counts) == 1)
+  target = np.asarray(rest.masks)[np.asarray(rest.valid)]  # the one left per image
+  (_, _), out = ep.actor_step(nets, params["actor"], params["decoder"], inputs,
+                              *ep.episode_start(nets, inputs, state0),
+                              jnp.zeros((8, EPISODE["latent_dim"])), sample=False)
+  rec = np.mean(np.asarray(losses_lib.mask_loss(out["logits"], target, 1.0)))
+  stop = np.mean(np.asarray(losses_lib.bce(out["cont"], jnp.zeros(8))))
+  np.testing.assert_allclose(loss, rec + stop, rtol=1e-5)
