@@ -123,12 +123,12 @@ def time_steps(scale: str, repeats: int, length: int = 5) -> list[dict]:
     for matching in ("device", "host"):
       c.acis.matching = matching
       fn = acis.grads_fn(nets, c, kind, frozen=frozen, length=length)
-      step = jax.jit(lambda p, r, fn=fn: fn(p, batch, r, 0)[1])
-      jax.block_until_ready(step(params, jax.random.key(1)))
+      step = jax.jit(lambda p, bt, r, fn=fn: fn(p, bt, r, 0)[1])
+      jax.block_until_ready(step(params, batch, jax.random.key(1)))
       times = []
       for i in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(step(params, jax.random.key(i)))
+        jax.block_until_ready(step(params, batch, jax.random.key(i)))
         times.append(time.perf_counter() - t0)
       ms[matching] = 1e3 * statistics.median(times)
     records.append({"scale": scale, "step": kind, "image_size": s, "batch": b,

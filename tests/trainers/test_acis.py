@@ -175,3 +175,24 @@ def test_actor_init_starts_fresh_and_the_variants_start_from_it(cvppp_root, tmp_
                    {"cvae": acis.stages.reused(tmp_path / "cvae")}, kind="init",
                    shared=shared)
   assert same(seen["init_from_cvae"]["actor"], cvae_actor)
+
+
+def test_cvppp_config_reads_any_instance_folder_of_varying_sizes(tmp_path):
+  """Only --config.data.root changes: the folder layout with instance-id PNGs
+  of different sizes, resized to S × S for training, val kept at its own size."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for split, sizes in (("train", ((40, 60), (33, 47))), ("val", ((50, 30),))):
+    for i, (h, w) in enumerate(sizes):
+      ids = np.zeros((h, w), np.uint8)
+      ids[3:12, 4:15], ids[15:25, 20:28] = 1, 2
+      for kind, array in (("images", rng.integers(0, 255, (h, w, 3), dtype=np.uint8)),
+                          ("labels", ids)):
+        (tmp_path / kind / split).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(tmp_path / kind / split / f"x{i}.png")
+  c = tiny_config("ac", **{"data.root": str(tmp_path)})
+  (train, val, _), _, _ = acis.prepare(c)
+  s = c.acis.image_size
+  assert [train[i]["instances"].shape for i in range(2)] == [(s, s)] * 2
+  assert val[0]["instances"].shape == (50, 30)
+  assert set(np.unique(train[1]["instances"])) == {0, 1, 2}

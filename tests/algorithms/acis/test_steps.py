@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxseg.algorithms.acis import episode as ep
 from jaxseg.algorithms.acis import losses as losses_lib
@@ -64,10 +65,13 @@ def test_each_step_trains_only_its_groups(setup):
   assert set(grads) == {"critic"} and float(metrics["train/critic_loss"]) == float(loss)
 
 
-def test_scan_and_unroll_agree(setup):
+@pytest.mark.parametrize("kind", ["actor", "bl"])
+def test_scan_and_unroll_agree(setup, kind):
+  """`lax.scan` and the Python-loop unroll (`episode.scan`): the one-step
+  gradients in the carry (actor) and autodiff through the episode (BL)."""
   nets, params = setup
   batch = jax.tree.map(jnp.asarray, synthetic_batch())
-  out = {u: _grads("actor", nets, params, batch, unroll=u) for u in (False, True)}
+  out = {u: _grads(kind, nets, params, batch, unroll=u) for u in (False, True)}
   np.testing.assert_allclose(out[False][0], out[True][0], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6),
                out[False][1], out[True][1])
