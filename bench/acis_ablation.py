@@ -143,10 +143,9 @@ def plot_curves(path: pathlib.Path, results: dict) -> None:
                     xlabel="step", ylabel="val SBD")
 
 
-def memory_table(args) -> str:
-  """Temp-buffer MiB and step time of each method's compiled step, per L."""
-  c = load_config("ac", args)
-  c.acis.rollout = "scan"
+def step_inputs(c):
+  """(nets, fresh params, a batch of 15 random squares per image, the frozen
+  groups) for timing or compiling one step of config `c`."""
   nets = acis.build_nets(c)
   params = jax.jit(functools.partial(acis.init_params, nets, c))(jax.random.key(0))
   s, b = c.acis.image_size, c.batch_size
@@ -158,7 +157,15 @@ def memory_table(args) -> str:
       inst[i, y:y + s // 6, x:x + s // 6] = k
   batch = {"image": jnp.asarray(rng.integers(0, 255, (b, s, s, 3)), jnp.uint8),
            "instances": jnp.asarray(inst)}
-  frozen = {k: params[k] for k in ("preproc", "decoder")}
+  return nets, params, batch, {k: params[k] for k in ("preproc", "decoder")}
+
+
+def memory_table(args) -> str:
+  """Temp-buffer MiB and step time of each method's compiled step, per L."""
+  c = load_config("ac", args)
+  c.acis.rollout = "scan"
+  nets, params, batch, frozen = step_inputs(c)
+  s, b = c.acis.image_size, c.batch_size
   methods = {"BL (full BPTT)": ("bl", "actor"), "BL-Trunc (one step)": ("bl_trunc", "actor"),
              "AC actor step": ("actor", "actor"), "AC critic step": ("critic", "critic")}
   lengths = tuple(args.lengths)

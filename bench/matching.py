@@ -99,24 +99,14 @@ def time_row(name: str, repeats: int, seed: int = 0) -> dict:
 
 def time_steps(scale: str, repeats: int, length: int = 5) -> list[dict]:
   """Median ms of each ACIS step's gradient with device and host matching."""
-  import functools  # pylint: disable=g-import-not-at-top
+  import acis_ablation  # pylint: disable=g-import-not-at-top
   from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top
   from jaxseg.trainers import acis  # pylint: disable=g-import-not-at-top
   root = pathlib.Path(__file__).resolve().parents[1]
   c = config_lib.load_config_file(root / "configs/acis_cvppp.py",
                                   "ac,cpu" if scale == "cpu" else "ac")
-  nets = acis.build_nets(c)
-  params = jax.jit(functools.partial(acis.init_params, nets, c))(jax.random.key(0))
+  nets, params, batch, frozen = acis_ablation.step_inputs(c)
   s, b = c.acis.image_size, c.batch_size
-  rng = np.random.default_rng(0)
-  inst = np.zeros((b, s, s), np.int32)
-  for i in range(b):
-    for k in range(1, 16):
-      y, x = rng.integers(0, s - s // 6, 2)
-      inst[i, y:y + s // 6, x:x + s // 6] = k
-  batch = {"image": jnp.asarray(rng.integers(0, 255, (b, s, s, 3)), jnp.uint8),
-           "instances": jnp.asarray(inst)}
-  frozen = {k: params[k] for k in ("preproc", "decoder")}
   records = []
   for kind in ("bl_trunc", "critic", "actor"):
     ms = {}
