@@ -6,8 +6,9 @@ at CPU scale, and the peak memory of BL vs BL-Trunc vs AC.
     python bench/acis_ablation.py --memory [--scale cpu]
 
 Pre-trains once into OUT/pretrain or --pretrain (preproc, cvae, actor_init,
-and their _nosp twins for the NoSP row), then trains every row from it for the same number of steps on the train
-split and evaluates on the val split (configs/acis_cvppp.py:ROW,SCALE). Writes
+and their _nosp twins for the NoSP row), then trains every row from it for the
+same number of steps on the train split and evaluates on the val split
+(configs/acis_cvppp.py:ROW,SCALE; Tab. 2 on seed 0 only). Writes
 into --out:
   results.md    Tab. 1 (SBD, |DiC|, MWCov, MUCov, AvgFP, AvgFN), Tab. 2 (Dice* and
                 |DiC| with the LSTM or the mask state zeroed), the pre-training
@@ -111,7 +112,7 @@ def write_summary(out: pathlib.Path, results: dict, pre: dict, args) -> str:
            "Tab. 1 analogue (val split, termination by the model, masks pasted back to "
            "the original 500 × 530; mean ± sd over seeds):", "",
            "| row | steps | actor updates | seeds | SBD ↑ | abs DiC ↓ | DiC | MWCov ↑ | "
-           "MUCov ↑ | AvgFP ↓ | AvgFN ↓ | min |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "MUCov ↑ | AvgFP ↓ | AvgFN ↓ | min |", "|" + "---|" * 12]
   for row, runs in results.items():
     r = runs[0]
     lines.append(f"| {NAMES[row]} | {r['steps']} | {r.get('actor_updates', '')} | "

@@ -7,9 +7,10 @@
                  trained like BL at L = `acis.init_length` (1) on load-last
                  episodes (`acis.init_load`) through the frozen decoder, so every
                  variant starts from an actor that already works.
-  VARIANT/       from the same init, the decoder frozen; bl (full BPTT), bl_trunc (one-step BPTT),
-                 ac / ac_nokl / ac_nosp (critic on discounted matching rewards,
-                 actor by the deterministic policy gradient through the decoder)
+  VARIANT/       from the same init, the decoder frozen; bl (full BPTT),
+                 bl_trunc (one-step BPTT), ac / ac_nokl / ac_nosp (critic on
+                 discounted matching rewards, actor by the deterministic policy
+                 gradient through the decoder)
 
 with the one stage runner: each into WORKDIR/STAGE, reused when finished there
 or in the ACIS work dir `config.init_from`. A stage starts from the params of
