@@ -5,9 +5,9 @@ batch and loops over it in numpy).
 
 Only the assignment crosses to the host; the totals and potentials are summed
 from `scores` on device, so they are exact and differentiable as before
-(gradient 1 at the matched pairs). On XLA:CPU this is the faster path for
-ACIS's small matrices (bench/matching.py); on an accelerator every call is a
-device → host → device round trip.
+(gradient 1 at the matched pairs). scipy is 5-17× faster per matrix on CPU,
+but whole ACIS train steps are no faster with it (`bench/matching.py
+--steps`); on an accelerator every call is a device → host → device round trip.
 """
 from __future__ import annotations
 
@@ -31,13 +31,15 @@ def _assign(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarra
   return out
 
 
-def _batched(fn, scores, rows, cols):
+def _batched(fn, shape, scores, rows, cols):
+  """`fn` on every matrix of the leading (batch) axes; (*lead, *shape) int32."""
   lead = scores.shape[:-2]
-  flat = [fn(*args) for args in zip(scores.reshape(-1, *scores.shape[-2:]),
-                                    rows.reshape(-1, rows.shape[-1]),
-                                    cols.reshape(-1, cols.shape[-1]))]
-  return np.stack(flat).reshape(*lead, *flat[0].shape) if flat else \
-      np.zeros((*lead, *fn(scores[..., :0, :], rows[..., :0], cols).shape), np.int32)
+  out = np.empty((int(np.prod(lead)), *shape), np.int32)
+  for k, args in enumerate(zip(scores.reshape(-1, *scores.shape[-2:]),
+                               rows.reshape(-1, rows.shape[-1]),
+                               cols.reshape(-1, cols.shape[-1]))):
+    out[k] = fn(*args)
+  return out.reshape(*lead, *shape)
 
 
 def _prefix_assign(scores, rows, cols):
@@ -52,7 +54,7 @@ def _prefix_assign(scores, rows, cols):
 
 def _call(fn, shape, scores, rows, cols):
   return jax.pure_callback(
-      lambda s, r, c: _batched(fn, np.asarray(s), np.asarray(r), np.asarray(c)),
+      lambda s, r, c: _batched(fn, shape, np.asarray(s), np.asarray(r), np.asarray(c)),
       jax.ShapeDtypeStruct(shape, jnp.int32), scores, rows, cols,
       vmap_method="broadcast_all")
 

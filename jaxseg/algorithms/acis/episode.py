@@ -122,7 +122,8 @@ def load_episode(targets: Targets, rng, length: int, mode: str):
   The remaining targets' `counts` are N − k, so the termination targets
   (`losses.continue_targets`) say whether instances stay uncovered after step t.
   """
-  check_load(mode)
+  if mode not in LOADS:
+    raise ValueError(f"episode start {mode!r}: choose from {LOADS}")
   b = targets.valid.shape[0]
   if mode == "none":
     return jnp.zeros(targets.masks.shape[:1] + targets.masks.shape[2:]), targets
@@ -135,11 +136,6 @@ def load_episode(targets: Targets, rng, length: int, mode: str):
   paint = targets.valid & (rank < painted[:, None])
   state0 = jnp.max(targets.masks * paint[..., None, None], axis=1)
   return state0, Targets(targets.masks, targets.valid & ~paint, targets.counts - painted)
-
-
-def check_load(mode: str) -> None:
-  if mode not in LOADS:
-    raise ValueError(f"episode start {mode!r}: choose from {LOADS}")
 
 
 def episode_start(nets: Nets, inputs: Inputs, state0=None):
