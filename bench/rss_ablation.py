@@ -2,6 +2,8 @@
 
     python bench/rss_ablation.py --out /tmp/rss_ablation [--steps 1000] \
         [--rows psl,pixel,...] [--seeds 1] [--key-seeds 3] [--resize 192,256]
+    python bench/rss_ablation.py --embedded --out /tmp/rss_ablation_embedded \
+        --steps 600 --rows psl,psr_multi_psd,recipe
 
 Trains every row of ROWS (configs/rss_camvid.py variants plus the extra rows
 below) for the same number of steps, then writes into --out:
@@ -11,6 +13,9 @@ below) for the same number of steps, then writes into --out:
   miou_curves.png val mIoU over training, one line per row (seed 0)
   psr_panel.png   for one val image: sampled action maps at two PSR scales and
                   the PSD advantage map (from the trained psr_multi_psd model)
+`--embedded` runs the rows on the quick start instead (configs/rss_embedded.py,
+PSL from configs/psl_embedded.py, no --root). Every row logs the per-class
+collapse diagnostics (`rss.class_diagnostics`; plots: bench/rss_collapse.py).
 Runs already finished under --out are reused, so the script can be re-run to
 add rows or seeds (`--summary-only` tabulates what has finished). KEY_ROWS get --key-seeds seeds, the others --seeds.
 """
@@ -60,14 +65,35 @@ ROWS = {
     **{f"lr{f}": ("psr_single_psd,lr_factor=" + str(f), {}) for f in (1, 4, 40, 400)},
     # Cold start from PSL on the embedded dataset (trained first, see --cold-steps).
     "cold_psr_single_psd": ("psr_single_psd,cold=COLD", {}),
+    # jaxseg's recipe and one component changed at a time (docs/rss_image_level.md).
+    "psr_class": ("psr_class", {}),
+    "psr_class_noeps": ("psr_class", {"rss.explore_eps": 0.0}),
+    "psr_class_nocls": ("psr_class", {"rss.class_rewards": False}),
+    "psr_class_rloo": ("psr_class", {"rss.baseline": "rloo"}),
+    "psr_class_n4": ("psr_class", {"rss.num_samples": 4}),
+    "psr_class_n16": ("psr_class", {"rss.num_samples": 16}),
+    "psr_class_multi": ("psr_class", {"rss.psr_scales": (1 / 8, 1 / 4)}),
+    "psr_class_noent": ("psr_class", {"rss.entropy_coef": 0.0}),
+    "psr_class_eps02": ("psr_class", {"rss.explore_eps": 0.2}),
+    # Exploration alone on the paper's PSD row (N = 8 as the recipe).
+    "psr_single_psd_eps": ("psr_single_psd", {"rss.explore_eps": 0.1, "rss.num_samples": 8}),
 }
 DEFAULT_ROWS = ["psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_single_psd",
-                "psr_multi", "psr_multi_psd"]
-KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd", "psr_single_n8")
+                "psr_multi", "psr_multi_psd", "psr_class"]
+KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd", "psr_single_n8", "psr_class")
 
 
-def load_config(arg: str):
-  return config_lib.load_config_file(ROOT / "configs/rss_camvid.py", arg)
+def load_config(arg: str, embedded: bool = False):
+  """configs/rss_camvid.py:ARG, or with `embedded` the quick start's configs."""
+  if not embedded:
+    c = config_lib.load_config_file(ROOT / "configs/rss_camvid.py", arg)
+  elif arg == "psl":
+    c = config_lib.load_config_file(ROOT / "configs/psl_embedded.py")
+  else:
+    c = config_lib.load_config_file(ROOT / "configs/rss_embedded.py", arg)
+    c.rss.compare_psl = False
+  c.rss.class_diagnostics = True
+  return c
 
 
 def cold_start_checkpoint(out: pathlib.Path, steps: int) -> pathlib.Path:
@@ -83,8 +109,9 @@ def cold_start_checkpoint(out: pathlib.Path, steps: int) -> pathlib.Path:
 def run_row(name: str, seed: int, workdir: pathlib.Path, args,
             cold: pathlib.Path | None) -> dict:
   arg, overrides = ROWS[name]
-  c = load_config(arg.replace("COLD", str(cold)))
-  c.data.root = str(args.root)
+  c = load_config(arg.replace("COLD", str(cold)), args.embedded)
+  if not args.embedded:
+    c.data.root = str(args.root)
   c.seed = seed
   c.total_steps = args.steps
   c.eval_every = max(args.steps // args.evals, 1)
@@ -108,8 +135,9 @@ def psr_panel(out: pathlib.Path, args, scales=(1 / 8, 1 / 4), n: int = 4) -> Non
   workdir = out / "psr_multi_psd_seed0"
   if not (workdir / "checkpoints").exists():
     return
-  c = load_config("psr_multi_psd")
-  c.data.root = str(args.root)
+  c = load_config("psr_multi_psd", args.embedded)
+  if not args.embedded:
+    c.data.root = str(args.root)
   if args.resize:
     c.data.resize = args.resize
   source, info = data_lib.get_source(c.data, c.data.val_split)
@@ -166,7 +194,8 @@ def psr_panel(out: pathlib.Path, args, scales=(1 / 8, 1 / 4), n: int = 4) -> Non
 def write_summary(out: pathlib.Path, results: dict, args) -> str:
   """results.md / results.json / miou_curves.png from the runs so far."""
   psl = statistics.mean(x["miou"] for x in results["psl"]) if "psl" in results else None
-  lines = [f"RSS ablation on CamVid ({args.resize or 'config'} resolution), "
+  data = "the embedded quick start" if args.embedded else "CamVid"
+  lines = [f"RSS ablation on {data} ({args.resize or 'config'} resolution), "
            f"{args.steps} steps per row, batch 8", "",
            "| row | seeds | steps | wall time / run | val mIoU | ratio to PSL | classes IoU>0.05 |",
            "|---|---|---|---|---|---|---|"]
@@ -182,7 +211,7 @@ def write_summary(out: pathlib.Path, results: dict, args) -> str:
   (out / "results.json").write_text(json.dumps(results, indent=1))
   plots.learning_curves(
       {r: writer_lib.read_metrics(out / f"{r}_seed0") for r in results},
-      out / "miou_curves.png", keys=("val/miou",), title="RSS ablation on CamVid: val mIoU")
+      out / "miou_curves.png", keys=("val/miou",), title=f"RSS ablation on {data}: val mIoU")
   return table
 
 
@@ -192,6 +221,8 @@ def main():
   p.add_argument("--key-seeds", type=int, default=3, help="seeds of the KEY_ROWS")
   p.add_argument("--cold-steps", type=int, default=600)
   p.add_argument("--resize", default="", help="H,W at load (default: the config's 120,160)")
+  p.add_argument("--embedded", action="store_true",
+                 help="the quick start's dataset and configs instead of CamVid")
   args = p.parse_args()
   args.resize = tuple(int(x) for x in args.resize.split(",")) if args.resize else None
   args.out.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,11 @@ AdamW, 2 threads), re-implemented in plain torch below so that no timm or
 torchvision install is needed; the table then shows JAX's speed-up.
 
 With `--rss`, every row is also timed with the RSS losses on the same model,
-batch and labels, in the same run: pixel-level (N=4, SyncAN) and image-level
-(PSR 1/16, 1/8, 1/4, 1 + PSD, N=4); the last column is then the step time as a
-multiple of the PSL step (targets at nano 512×512: pixel ≤ 1.1×, image ≤ 1.25×).
+batch and labels, in the same run: pixel-level (N=4, SyncAN), the paper's
+image-level row (PSR 1/16, 1/8, 1/4, 1 + PSD, N=4) and jaxseg's default
+image-level recipe (`rss_recipe`: configs/rss_camvid.py's `config.rss`); the
+last column is then the step time as a multiple of the PSL step (targets at
+nano 512×512: pixel ≤ 1.1×, image ≤ 1.25×; the recipe ≤ 1.2× everywhere).
 
 With `--ciss`, every row is also timed as a CiSS-Net step (T = 2, policy
 context) on that model as its frozen trunk, against the PSL step of the same
@@ -70,7 +72,7 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
   return c, *{"linear_nano_96x128": (96, 128, 8), "linear_nano_512": (512, 512, 2)}[name]
 
 
-METHODS = ("psl", "rss_pixel", "rss_image", "ciss_t2")
+METHODS = ("psl", "rss_pixel", "rss_image", "rss_recipe", "ciss_t2")
 
 
 def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
@@ -88,7 +90,9 @@ def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") 
   tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10_000,
                                       classifier_pattern=models.CLASSIFIER_PATTERN)
   c.data.crop_size = (h, w)
-  if method.startswith("rss"):
+  if method == "rss_recipe":
+    c.rss = config_lib.load_config_file(CONFIGS / "rss_camvid.py").rss
+  elif method.startswith("rss"):
     config_lib.apply_variant(c, config_lib.RSS_VARIANTS,
                              "pixel" if method == "rss_pixel" else "psr_multi_psd")
     c.rss.num_samples = 4
@@ -198,14 +202,14 @@ def main() -> None:
   records = []
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
         f"({jax.device_count()} device(s))", flush=True)
-  header = (f"| {'name':<20} | {'fw':<5} | {'method':<9} | {'H×W':>8} | {'B':>2} "
+  header = (f"| {'name':<20} | {'fw':<5} | {'method':<10} | {'H×W':>8} | {'B':>2} "
             f"| {'step ms':>8} | {'img/s':>7} | {'compile s':>9} | {'ratio':>9} |")
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   for name in names:
     rows = [time_jax(name, args.steps)]
     if args.rss:
-      rows += [time_jax(name, args.steps, method=m) for m in METHODS[1:3]]
+      rows += [time_jax(name, args.steps, method=m) for m in METHODS[1:4]]
     if args.ciss:
       rows.append(time_jax(name, args.steps, method="ciss_t2"))
     if args.torch and name.startswith("linear"):
@@ -221,7 +225,7 @@ def main() -> None:
         ratio = f"{r['step_ms'] / rows[0]['step_ms']:.2f}×PSL"
       elif torch_rows and r["framework"] == "jax":
         ratio = f"{torch_rows[0]['step_ms'] / r['step_ms']:.2f}×"
-      print(f"| {r['name']:<20} | {r['framework']:<5} | {r['method']:<9} "
+      print(f"| {r['name']:<20} | {r['framework']:<5} | {r['method']:<10} "
             f"| {r['height']:>3}×{r['width']:<4} "
             f"| {r['batch']:>2} | {r['step_ms']:8.1f} | {r['images_per_s']:7.2f} "
             f"| {r['compile_s']:9.1f} | {ratio:>9} |", flush=True)

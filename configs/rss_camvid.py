@@ -1,9 +1,9 @@
 """RSS on CamVid at CPU scale: every row of the paper's Tables 1-3 as a variant.
 
-    python -m jaxseg.main --config=configs/rss_camvid.py:psr_multi_psd \
+    python -m jaxseg.main --config=configs/rss_camvid.py \
         --workdir=/tmp/rss_camvid --config.data.root=../shared/data/camvid
 
-VARIANT (after the colon, default `psr_multi_psd`; add `,runlocal` for a smoke run):
+VARIANT (after the colon, default `psr_class`; add `,runlocal` for a smoke run):
   psl             supervised baseline, same model, data and budget
   pixel           pixel-level reward, SyncAN                      (Tab. 1)
   pixel_nosync    pixel-level reward, per-shard advantage normalisation
@@ -12,6 +12,9 @@ VARIANT (after the colon, default `psr_multi_psd`; add `,runlocal` for a smoke r
   psr_single_psd  + pair-wise spatial difference
   psr_multi       image-level, PSR scales 1/16, 1/8, 1/4, 1
   psr_multi_psd   + PSD
+  psr_class       jaxseg's image-level recipe: PSR 1/8, N = 8, each position
+                  credited with the IoU of the class it chose, ε = 0.1 uniform
+                  exploration (docs/rss_image_level.md)
 Options: `lr_factor=F` (Tab. 3: the classifier's learning-rate factor) and
 `cold=DIR` (cold start from another run's checkpoint, e.g. PSL on the embedded
 dataset: Tab. 1-3's cold-start rows). As in the foundation,
@@ -26,7 +29,7 @@ from jaxseg import config as config_lib
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
       arg, config_lib.RSS_VARIANTS,
-      default="psr_multi_psd", options=("runlocal", *config_lib.RSS_OPTIONS))
+      default="psr_class", options=("runlocal", *config_lib.RSS_OPTIONS))
   # Data, model and optimiser: configs/psl_camvid.py's, measured there, without
   # its class weights (RSS has no cross-entropy to weight) and on a shorter budget.
   c = config_lib.load_config_file(pathlib.Path(__file__).with_name("psl_camvid.py"))
@@ -46,6 +49,8 @@ def get_config(arg=None):
   # (the policy stays near uniform).
   c.rss.entropy_coef = 0.2 if c.rss.level == "pixel" else 0.01
   c.rss.psd_std_normalize = True
+  # Per-class collapse diagnostics (train/cls/*; plots: bench/rss_collapse.py).
+  c.rss.class_diagnostics = True
   config_lib.apply_options(c, args, config_lib.RSS_OPTIONS)
   if "runlocal" in args:
     c = config_lib.runlocal(c)

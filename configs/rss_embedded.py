@@ -3,8 +3,9 @@ dataset (no download), with PSL trained on the same budget beside it.
 
     python -m jaxseg.main --config=configs/rss_embedded.py --workdir=/tmp/jaxseg_rss
 
-Trains PSL into WORKDIR/psl (reused when present), then image-level RSS (PSR
-multi-scale + PSD) into WORKDIR/rss, and ends with a table (WORKDIR/comparison.md)
+Trains PSL into WORKDIR/psl (reused when present), then image-level RSS
+(jaxseg's recipe `psr_class`: PSR 1/8, per-class credit, ε-exploration) into
+WORKDIR/rss, and ends with a table (WORKDIR/comparison.md)
 and a plot of val mIoU over training (WORKDIR/comparison.png).
 `:runlocal` shrinks it to seconds; `:VARIANT` picks another RSS row (see
 configs/rss_camvid.py).
@@ -16,7 +17,7 @@ from jaxseg import config as config_lib
 
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
-      arg, [v for v in config_lib.RSS_VARIANTS if v != "psl"], default="psr_multi_psd")
+      arg, [v for v in config_lib.RSS_VARIANTS if v != "psl"], default="psr_class")
   # Data, model, optimiser and budget: configs/psl_embedded.py's, so the PSL
   # run beside it is that config exactly.
   c = config_lib.load_config_file(pathlib.Path(__file__).with_name("psl_embedded.py"),
@@ -26,5 +27,6 @@ def get_config(arg=None):
   # std-normalised PSD advantages.
   c.rss.entropy_coef = 0.2 if c.rss.level == "pixel" else 0.01
   c.rss.psd_std_normalize = True
+  c.rss.class_diagnostics = True  # train/cls/*: see bench/rss_collapse.py
   c.rss.compare_psl = True
   return c

@@ -90,6 +90,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.rss.psd = False  # pair-wise spatial difference advantages
   c.rss.psd_std_normalize = False  # divide PSD advantages by their std
   c.rss.entropy_coef = 0.0  # entropy bonus
+  c.rss.baseline = "grpo"  # image level, per image: grpo (mean/std) | rloo (leave-one-out)
+  c.rss.class_rewards = False  # credit each position with its class's IoU (not with psd)
+  c.rss.explore_eps = 0.0  # sample from (1 - eps) * pi + eps * uniform
+  c.rss.class_diagnostics = False  # log train/cls/{pred,label,entropy,sampled}/<c>
   c.rss.compare_psl = False  # also train PSL on the same budget and compare
 
   # CiSS-Net, trainer "ciss" (SPEC §2; jaxseg/algorithms/ciss.py). Paper values.
@@ -228,6 +232,10 @@ RSS_VARIANTS = {
     "psr_single_psd": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.psd": True},
     "psr_multi": {**_IMAGE, "rss.psr_scales": PSR_MULTI, "rss.psd": False},
     "psr_multi_psd": {**_IMAGE, "rss.psr_scales": PSR_MULTI, "rss.psd": True},
+    # jaxseg's image-level recipe (docs/rss_image_level.md): PSR, per-class
+    # credit from the mIoU's own IoU terms, N = 8, ε-uniform exploration.
+    "psr_class": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.psd": False,
+                  "rss.class_rewards": True, "rss.num_samples": 8, "rss.explore_eps": 0.1},
 }
 # `:VARIANT,lr_factor=F` (Tab. 3: the classifier's lr factor), `cold=DIR` (cold start).
 RSS_OPTIONS = {"lr_factor": "optim.last_layer_lr_factor", "cold": "init_from"}

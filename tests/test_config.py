@@ -58,8 +58,16 @@ def test_rss_variants_set_their_ablation_row():
   assert c.optim.last_layer_lr_factor == 40.0 and c.init_from == "/x"
   c = _load("rss_camvid.py", "pixel_nosync")
   assert (c.rss.level, c.rss.sync_an) == ("pixel", False)
-  assert _load("rss_pascal.py").optim.last_layer_lr_factor == 400.0
+  assert _load("rss_pascal.py", "psr_multi_psd").optim.last_layer_lr_factor == 400.0
   assert _load("rss_pascal.py", "pixel").optim.last_layer_lr_factor == 1.0
+  # jaxseg's recipe is every RSS config's default; the paper's rows stay as they were.
+  for name in ("rss_camvid.py", "rss_embedded.py", "rss_pascal.py"):
+    c = _load(name)
+    assert (c.rss.level, c.rss.class_rewards, c.rss.psd, c.rss.num_samples,
+            c.rss.explore_eps, c.optim.last_layer_lr_factor) == ("image", True, False, 8,
+                                                                  0.1, 1.0), name
+  c = _load("rss_embedded.py", "psr_multi_psd")
+  assert (c.rss.class_rewards, c.rss.explore_eps, c.rss.psd) == (False, 0.0, True)
   with pytest.raises(ValueError, match="not understood"):
     _load("rss_camvid.py", "psr_mutli")
 

@@ -9,7 +9,8 @@ sharded train step:
 * image: per PSR scale, N whole action maps sampled from average-pooled logits,
   one reward per map (a `SCORES` entry, default the image's mIoU against the
   block-mode label), advantages normalised over the N maps of the image (naive)
-  or pair-wise spatial differences (PSD); one loss term per scale.
+  or pair-wise spatial differences (PSD), or per class (`class_rewards`: each
+  position credited with the IoU of the class it chose); one loss term per scale.
 
 Policy-gradient loss at each scale: `-Σ stop_gradient(A)·log π(a) / (N·#valid)`
 over valid positions, minus `entropy_coef` × the mean policy entropy.
@@ -27,6 +28,7 @@ LEVELS = ("pixel", "image")
 PIXEL_GROUPS = ("global", "per_pixel")
 IMAGE_GROUPS = ("image", "global")
 SCHEDULES = ("all", "coarse_to_fine")
+BASELINES = ("grpo", "rloo")
 
 
 def _accuracy_score(actions, labels, *, ignore_index):
@@ -56,11 +58,53 @@ def sharded_normalize(r, where=None, *, groups: int):
   return adv.reshape(r.shape)
 
 
-def _sample(rng, logits, num_samples):
-  """N actions per position and their log-probs, both (B, N, ...)."""
+def explore_logits(logits, eps: float):
+  """Log of the ε-uniform mixture `q = (1 − ε)·softmax(z) + ε/C`, as logits.
+
+  Sampling from q keeps every class drawn with probability ≥ ε/C however
+  sharp π becomes; the loss differentiates `log q(a)` (q is the policy that
+  acted, so the gradient stays on-policy), and argmax q = argmax π at eval.
+  """
+  if not eps:
+    return logits
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.logaddexp(logp + jnp.log1p(-eps), jnp.log(eps / logits.shape[-1]))
+
+
+def _sample(rng, logits, num_samples, eps=0.0):
+  """N actions per position from `explore_logits(z, eps)` and their log-probs,
+  both (B, N, ...)."""
+  logits = explore_logits(logits, eps)
   a = rewards.sample_actions(rng, jax.lax.stop_gradient(logits), num_samples)
   logp = rewards.action_log_probs(logits, a)
   return jnp.moveaxis(a, 0, 1), jnp.moveaxis(logp, 0, 1)
+
+
+def _baseline(r, baseline: str):
+  """Advantages of rewards (B, N, ...) over the N samples of each image:
+  GRPO `(R − mean) / (std + eps)` or leave-one-out `R − mean_{m≠n} R_m`."""
+  if baseline == "rloo":
+    return rewards.leave_one_out_advantages(r, axis=1)
+  return rewards.normalize_advantages(r, axis=1)
+
+
+def class_advantages(actions, labels, *, num_classes, ignore_index, baseline="grpo"):
+  """Per-class credit: `A_n(p) = Â_{n, a_n(p)}`, where `Â_{n,c}` is the
+  advantage (`_baseline` over the N maps of the image) of `IoU_c(a_n, y)`
+  (`rewards.class_iou`, 1 where class c is neither predicted nor present).
+
+  Every position is credited with the IoU of the class it chose, so the noise
+  of the other classes' terms of the mIoU stays out of its advantage, and
+  painting a class that the image lacks costs that class's IoU (1 → 0).
+  actions (B, N, h, w), labels (B, h, w) -> (B, N, h, w) float32.
+  """
+  iou = jax.vmap(jax.vmap(
+      functools.partial(rewards.class_iou, num_classes=num_classes, ignore_index=ignore_index),
+      in_axes=(0, None)))(actions, labels)  # (B, N, C)
+  adv = _baseline(iou, baseline)
+  b, n = actions.shape[:2]
+  flat = jnp.take_along_axis(adv, actions.reshape(b, n, -1), axis=-1)
+  return flat.reshape(actions.shape)
 
 
 def _masked_std(x, mask):
@@ -78,7 +122,7 @@ def _policy_loss(adv, logp, valid, num_samples):
 
 
 def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="global",
-                     groups=1):
+                     groups=1, explore_eps=0.0):
   """Pixel-level RSS (SPEC §1.1). logits (B, H, W, C), labels (B, H, W).
 
   `a_n ~ π(z)` per pixel, `r_n(p) = 1[a_n(p) = y(p)]` on valid pixels,
@@ -86,7 +130,7 @@ def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="g
   (`groups` shards alone when SyncAN is off; `group="per_pixel"`: over the N
   samples of each pixel), loss `-Σ A·log π(a_n) / (N·#valid)`.
   """
-  a, logp = _sample(rng, logits, num_samples)  # (B, N, H, W)
+  a, logp = _sample(rng, logits, num_samples, explore_eps)  # (B, N, H, W)
   r, valid = rewards.pixel_correctness(a, labels[:, None], ignore_index=ignore_index)
   if group == "per_pixel":
     adv = rewards.normalize_advantages(r, where=valid, axis=1)
@@ -99,25 +143,32 @@ def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="g
 
 
 def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_classes,
-                     ignore_index, psd, psd_std_normalize=False, group="image", groups=1):
+                     ignore_index, psd, psd_std_normalize=False, group="image", groups=1,
+                     baseline="grpo", class_rewards=False, explore_eps=0.0):
   """Image-level RSS at one PSR scale `s = 1/factor` (SPEC §1.2).
 
-  `z_s = avgpool_f(z)`, `y_s = blockmode_f(y)`, `a_n ~ π(z_s)` for n < N,
-  `R_n = score(a_n, y_s)`. Advantages, broadcast over (h, w) unless PSD:
+  `z_s = avgpool_f(z)`, `y_s = blockmode_f(y)`, `a_n ~ q(z_s)` for n < N
+  (`explore_logits`: π itself when `explore_eps` = 0), `R_n = score(a_n, y_s)`.
+  Advantages, broadcast over (h, w) unless PSD or per class:
     naive: `A_n = (R_n − mean_n R) / (std_n R + eps)` over the N maps of an
-           image (`group="image"`) or every map of the (shard's) batch;
+           image (`group="image"`; `baseline="rloo"`: `R_n − mean_{m≠n} R_m`)
+           or every map of the (shard's) batch;
     PSD:   `A_i(p) = Σ_j (R_i − R_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)`, optionally
-           divided by the std of its non-zero entries.
+           divided by the std of its non-zero entries;
+    class: `class_advantages` (per-class IoU terms of the reward).
   Loss `-Σ_{n,p valid} A_n(p)·log π(a_n(p)) / (N·#valid)`. Returns (loss, metrics).
   """
   z = rewards.downsample_logits(logits, factor)
   y = rewards.downsample_labels(labels, factor, num_classes=num_classes,
                                 ignore_index=ignore_index)
-  a, logp = _sample(rng, z, num_samples)  # (B, N, h, w)
+  a, logp = _sample(rng, z, num_samples, explore_eps)  # (B, N, h, w)
   r = rewards.sample_scores(score_fn, a, y)  # (B, N)
   valid = y != ignore_index  # (B, h, w)
   metrics = {}
-  if psd:
+  if class_rewards:
+    adv = class_advantages(a, y, num_classes=num_classes, ignore_index=ignore_index,
+                           baseline=baseline)
+  elif psd:
     adv = jax.vmap(rewards.pairwise_spatial_difference)(a, r)  # (B, N, h, w)
     mask = valid[:, None] & (adv != 0)
     metrics["psd_nonzero"] = jnp.sum(mask) / jnp.maximum(num_samples * jnp.sum(valid), 1)
@@ -127,7 +178,7 @@ def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_
       adv = adv / (std + 1e-6)
   else:
     if group == "image":
-      adv_img = rewards.normalize_advantages(r, axis=1)
+      adv_img = _baseline(r, baseline)
     else:
       adv_img = sharded_normalize(r, groups=groups)
     adv = jnp.broadcast_to(adv_img[:, :, None, None], a.shape)
@@ -150,15 +201,44 @@ def scale_weights(factors, step, *, weights=(), schedule="all", unlock_fraction=
   return w
 
 
+def class_diagnostics(logits, labels, actions, *, num_classes, ignore_index):
+  """Per-class collapse diagnostics of one step (`train/cls/<kind>/<c>`).
+
+  Over valid pixels: `pred` = fraction predicted c (argmax), `label` =
+  fraction labelled c, `entropy` = mean policy entropy on pixels labelled c
+  (NaN where none is); `sampled` = fraction of the sampled maps (B, N, h, w)
+  that contain c at least once.
+  """
+  valid = labels != ignore_index
+  w = valid.reshape(-1).astype(jnp.float32)
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  y = jnp.where(valid, labels, 0).reshape(-1)
+  pred = jnp.argmax(logits, axis=-1).reshape(-1)
+  ent = rewards.entropy(jax.lax.stop_gradient(logits)).reshape(-1)
+  area_y = jnp.bincount(y, weights=w, length=num_classes)
+  stats = {
+      "pred": jnp.bincount(pred, weights=w, length=num_classes) / n,
+      "label": area_y / n,
+      "entropy": jnp.bincount(y, weights=w * ent, length=num_classes)
+                 / jnp.where(area_y > 0, area_y, jnp.nan),
+      "sampled": jnp.mean(jnp.any(
+          actions[..., None] == jnp.arange(num_classes), axis=(2, 3)), axis=(0, 1)),
+  }
+  return {f"train/cls/{k}/{c}": v[c] for k, v in stats.items() for c in range(num_classes)}
+
+
 def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups=1,
               pixel_group="global", image_group="image", score_fn=None, factors=(1,),
               weights=(), schedule="all", unlock_fraction=0.5, total_steps=1, psd=False,
-              psd_std_normalize=False, entropy_coef=0.0):
+              psd_std_normalize=False, entropy_coef=0.0, baseline="grpo",
+              class_rewards=False, explore_eps=0.0, diagnostics=False):
   """The RSS loss `(params, batch, rng, step) -> (loss, metrics)`.
 
   `level="pixel"`: `pixel_level_loss`; `"image"`: Σ_s w_s(step) ·
   `image_level_loss` over the PSR pooling `factors` (`scale_weights`).
   `groups` > 1 normalises each of that many batch shards alone (SyncAN off).
+  `diagnostics` adds `class_diagnostics` (image level: of the first scale's
+  sampled maps) to the metrics.
   """
   def loss_fn(params, batch, rng, step):
     rng_model, rng_sample = jax.random.split(rng)
@@ -169,20 +249,30 @@ def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups
     metrics = {"train/entropy": ent}
     if level == "pixel":
       loss, m = pixel_level_loss(logits, labels, rng_sample, num_samples=num_samples,
-                                 ignore_index=ignore_index, group=pixel_group, groups=groups)
+                                 ignore_index=ignore_index, group=pixel_group, groups=groups,
+                                 explore_eps=explore_eps)
       metrics.update(m)
+      keys = [rng_sample]
     else:
       w = scale_weights(factors, step, weights=weights, schedule=schedule,
                         unlock_fraction=unlock_fraction, total_steps=total_steps)
       loss = 0.0
-      for k, (f, key) in enumerate(zip(factors, jax.random.split(rng_sample, len(factors)))):
+      keys = jax.random.split(rng_sample, len(factors))
+      for k, (f, key) in enumerate(zip(factors, keys)):
         loss_k, m = image_level_loss(
             logits, labels, key, factor=f, num_samples=num_samples, score_fn=score_fn,
             num_classes=num_classes, ignore_index=ignore_index, psd=psd,
-            psd_std_normalize=psd_std_normalize, group=image_group, groups=groups)
+            psd_std_normalize=psd_std_normalize, group=image_group, groups=groups,
+            baseline=baseline, class_rewards=class_rewards, explore_eps=explore_eps)
         loss = loss + w[k] * loss_k
         metrics.update({f"train/{name}_s{f}": v for name, v in m.items()})
         metrics[f"train/pg_loss_s{f}"] = loss_k
+    if diagnostics:
+      # The same draw as the (first) loss term's: XLA computes it once.
+      z = logits if level == "pixel" else rewards.downsample_logits(logits, factors[0])
+      a, _ = _sample(keys[0], z, num_samples, explore_eps)
+      metrics.update(class_diagnostics(logits, labels, a, num_classes=num_classes,
+                                       ignore_index=ignore_index))
     return loss - entropy_coef * ent, metrics
 
   return loss_fn

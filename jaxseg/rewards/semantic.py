@@ -73,13 +73,45 @@ def pixel_correctness(actions: Array, labels: Array, *,
   return rewards, valid
 
 
+def class_iou(actions: Array, labels: Array, *, num_classes: int,
+              ignore_index: int = 255, empty: float = 1.0) -> Array:
+  """Per-class IoU of one action map against its label map: (C,) float32.
+
+  Over valid pixels, for each class c: `I_c = #{a = c ∧ y = c}`,
+  `U_c = #{a = c} + #{y = c} − I_c`, `IoU_c = I_c / U_c`, and `empty` where
+  `U_c = 0` (c neither predicted nor present: a true negative, 1 by default).
+  These are the terms an mIoU evaluator averages; each is still one number
+  per map, not a pixel label.
+
+  Args:
+    actions: (H, W) int in [0, num_classes).
+    labels: (H, W) int, `ignore_index` where unlabelled.
+  Returns:
+    (num_classes,) float32.
+  """
+  chex.assert_rank([actions, labels], 2)
+  chex.assert_equal_shape([actions, labels])
+  inter, union = _inter_union(actions, labels, num_classes, ignore_index)
+  return jnp.where(union > 0, inter / jnp.maximum(union, 1.0), empty)
+
+
+def _inter_union(actions, labels, num_classes, ignore_index):
+  valid = (labels != ignore_index).reshape(-1)
+  a = actions.reshape(-1)
+  y = jnp.where(valid, labels.reshape(-1), 0)
+  w = valid.astype(jnp.float32)
+  area_a = jnp.bincount(a, weights=w, length=num_classes)
+  area_y = jnp.bincount(y, weights=w, length=num_classes)
+  inter = jnp.bincount(y, weights=w * (a == y), length=num_classes)
+  return inter, area_a + area_y - inter
+
+
 def image_miou(actions: Array, labels: Array, *, num_classes: int,
                ignore_index: int = 255) -> Array:
   """mIoU of one action map against its label map: the image-level reward.
 
-  Over valid pixels, for each class c: `I_c = #{a = c ∧ y = c}`,
-  `U_c = #{a = c} + #{y = c} − I_c`; `R = mean_{c : U_c > 0} I_c / U_c`,
-  and 0.0 when the image has no valid pixel.
+  `R = mean_{c : U_c > 0} I_c / U_c` (see `class_iou`), and 0.0 when the image
+  has no valid pixel.
 
   Args:
     actions: (H, W) int in [0, num_classes).
@@ -89,14 +121,7 @@ def image_miou(actions: Array, labels: Array, *, num_classes: int,
   """
   chex.assert_rank([actions, labels], 2)
   chex.assert_equal_shape([actions, labels])
-  valid = (labels != ignore_index).reshape(-1)
-  a = actions.reshape(-1)
-  y = jnp.where(valid, labels.reshape(-1), 0)
-  w = valid.astype(jnp.float32)
-  area_a = jnp.bincount(a, weights=w, length=num_classes)
-  area_y = jnp.bincount(y, weights=w, length=num_classes)
-  inter = jnp.bincount(y, weights=w * (a == y), length=num_classes)
-  union = area_a + area_y - inter
+  inter, union = _inter_union(actions, labels, num_classes, ignore_index)
   present = union > 0
   iou = jnp.where(present, inter / jnp.maximum(union, 1.0), 0.0)
   return jnp.sum(iou) / jnp.maximum(jnp.sum(present), 1)
@@ -155,6 +180,16 @@ def normalize_advantages(rewards: Array, *, where: Array | None = None,
   mean = s1 / n
   std = jnp.sqrt(jnp.maximum(s2 / n - mean * mean, 0.0))
   return jnp.where(m > 0, (r - mean) / (std + eps), 0.0)
+
+
+def leave_one_out_advantages(rewards: Array, *, axis: int = 0) -> Array:
+  """RLOO advantages: `A_n = R_n − mean_{m ≠ n} R_m` over the N samples on
+  `axis` (N ≥ 2), an unbiased baseline with no std division."""
+  r = rewards.astype(jnp.float32)
+  n = r.shape[axis]
+  if n < 2:
+    raise ValueError(f"leave_one_out_advantages needs N >= 2 samples, got {n}.")
+  return (r - jnp.sum(r, axis=axis, keepdims=True) / n) * n / (n - 1)
 
 
 def pairwise_spatial_difference(actions: Array, rewards: Array) -> Array:

@@ -37,10 +37,18 @@ def validate(config, num_shards: int) -> None:
   c = config.rss
   for key, choices in (("level", rss.LEVELS), ("pixel_group", rss.PIXEL_GROUPS),
                        ("image_group", rss.IMAGE_GROUPS), ("psr_schedule", rss.SCHEDULES),
-                       ("score", tuple(sorted(rss.SCORES)))):
+                       ("score", tuple(sorted(rss.SCORES))), ("baseline", rss.BASELINES)):
     config_lib.check_choice(f"rss.{key}", c[key], choices)
   if c.num_samples < 2:
     raise ValueError(f"config.rss.num_samples={c.num_samples}: advantages need N >= 2.")
+  if not 0.0 <= c.explore_eps < 1.0:
+    raise ValueError(f"config.rss.explore_eps={c.explore_eps} must lie in [0, 1).")
+  if c.class_rewards and c.psd:
+    raise ValueError("config.rss.class_rewards and config.rss.psd are two credit "
+                     "assignments: set one of them.")
+  if c.baseline == "rloo" and c.image_group != "image" and not c.class_rewards:
+    raise ValueError("config.rss.baseline='rloo' leaves one sample of an image out: "
+                     "it needs config.rss.image_group='image'.")
   if c.psr_weights and len(c.psr_weights) != len(c.psr_scales):
     raise ValueError(f"config.rss.psr_weights has {len(c.psr_weights)} entries for "
                      f"{len(c.psr_scales)} config.rss.psr_scales.")
@@ -63,7 +71,8 @@ def make_loss(config, *, model, info, mesh=None):
       factors=scale_factors(c, config.data.crop_size), weights=tuple(c.psr_weights),
       schedule=c.psr_schedule, unlock_fraction=c.psr_unlock_fraction,
       total_steps=config.total_steps, psd=c.psd, psd_std_normalize=c.psd_std_normalize,
-      entropy_coef=c.entropy_coef)
+      entropy_coef=c.entropy_coef, baseline=c.baseline, class_rewards=c.class_rewards,
+      explore_eps=c.explore_eps, diagnostics=c.class_diagnostics)
 
 
 def train_rss(config, workdir, earlier=None):

@@ -121,3 +121,70 @@ def test_entropy_bonus_is_subtracted_from_the_loss():
   want = jnp.sum(jnp.where(valid, rewards.entropy(logits), 0)) / jnp.sum(valid)
   np.testing.assert_allclose(ent, want, rtol=1e-5)
   np.testing.assert_allclose(out[0.3][0], out[0.0][0] - 0.3 * ent, rtol=1e-5, atol=1e-6)
+
+
+def test_class_advantages_match_a_numpy_loop():
+  """A_n(p) = normalised-over-n IoU_{a_n(p)}(a_n, y), recomputed by loops."""
+  rng = np.random.default_rng(1)
+  a = rng.integers(0, 4, (2, 5, 4, 6))
+  y = rng.integers(0, 3, (2, 4, 6))
+  y[0, 0] = IGNORE
+  for baseline in ("grpo", "rloo"):
+    got = np.asarray(rss.class_advantages(jnp.asarray(a), jnp.asarray(y), num_classes=4,
+                                          ignore_index=IGNORE, baseline=baseline))
+    for b in range(2):
+      iou = np.stack([np.asarray(rewards.class_iou(jnp.asarray(a[b, n]), jnp.asarray(y[b]),
+                                                    num_classes=4, ignore_index=IGNORE))
+                      for n in range(5)])  # (N, C)
+      for n in range(5):
+        if baseline == "grpo":
+          adv = (iou[n] - iou.mean(0)) / (iou.std(0) + 1e-6)
+        else:
+          adv = iou[n] - np.delete(iou, n, 0).mean(0)
+        np.testing.assert_allclose(got[b, n], adv[a[b, n]], rtol=1e-4, atol=1e-5)
+
+
+def test_explore_logits_are_the_eps_uniform_mixture():
+  z = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)) * 4, jnp.float32)
+  q = np.exp(np.asarray(rss.explore_logits(z, 0.2)))
+  np.testing.assert_allclose(q, 0.8 * np.asarray(jax.nn.softmax(z)) + 0.2 / 5, rtol=1e-5)
+  np.testing.assert_allclose(q.sum(-1), 1.0, rtol=1e-5)
+  assert rss.explore_logits(z, 0.0) is z
+
+
+@pytest.mark.parametrize("kind", ["class_grpo", "class_rloo_eps"])
+def test_class_rewards_learn_the_labels(kind):
+  """Free per-pixel logits trained by per-class image-level credit reach the labels."""
+  labels, c = _label_map(), 4
+  score = functools.partial(rewards.image_miou, num_classes=c, ignore_index=IGNORE)
+
+  def loss(logits, labels, rng):
+    return rss.image_level_loss(logits, labels, rng, factor=4, num_samples=8, score_fn=score,
+                                num_classes=c, ignore_index=IGNORE, psd=False,
+                                class_rewards=True,
+                                baseline="rloo" if "rloo" in kind else "grpo",
+                                explore_eps=0.1 if "eps" in kind else 0.0)[0]
+
+  acc = _fit(loss, labels, c, steps=150)
+  assert acc > 0.9, (kind, acc)
+
+
+def test_class_diagnostics_match_numpy():
+  rng = np.random.default_rng(2)
+  labels = np.asarray(_label_map(seed=2, shape=(2, 8, 8), num_classes=3))
+  logits = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+  actions = rng.integers(0, 3, (2, 3, 2, 2))
+  got = rss.class_diagnostics(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(actions),
+                              num_classes=4, ignore_index=IGNORE)
+  valid = labels != IGNORE
+  pred = logits.argmax(-1)
+  ent = np.asarray(rewards.entropy(jnp.asarray(logits)))
+  for c in range(4):
+    np.testing.assert_allclose(got[f"train/cls/pred/{c}"], (pred[valid] == c).mean(), atol=1e-6)
+    np.testing.assert_allclose(got[f"train/cls/label/{c}"], (labels[valid] == c).mean(),
+                               atol=1e-6)
+    sel = valid & (labels == c)
+    want = ent[sel].mean() if sel.any() else np.nan
+    np.testing.assert_allclose(got[f"train/cls/entropy/{c}"], want, rtol=1e-5)
+    has = [(actions[b, n] == c).any() for b in range(2) for n in range(3)]
+    np.testing.assert_allclose(got[f"train/cls/sampled/{c}"], np.mean(has), atol=1e-6)

@@ -229,3 +229,40 @@ def test_host_score_plugs_in_a_non_jittable_scorer():
   assert calls and all(s == (5, 6) for s in calls)
   jit_score = functools.partial(rewards.image_miou, num_classes=3)
   np.testing.assert_allclose(rewards.sample_scores(jit_score, a, y), want, atol=1e-6)
+
+
+def ref_class_iou(a, y, num_classes, empty=1.0):
+  out = []
+  for c in range(num_classes):
+    inter = union = 0
+    for p, t in zip(a.ravel(), y.ravel()):
+      if t == IGNORE:
+        continue
+      inter += (p == c) and (t == c)
+      union += (p == c) or (t == c)
+    out.append(inter / union if union else empty)
+  return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_class_iou_matches_numpy_loop_and_averages_to_image_miou(seed):
+  rng = np.random.default_rng(seed)
+  a = rng.integers(0, 4, (6, 7))
+  y = rng.integers(0, 3, (6, 7))  # class 3 never labelled
+  y[rng.random(y.shape) < 0.2] = IGNORE
+  got = np.asarray(rewards.class_iou(jnp.asarray(a), jnp.asarray(y), num_classes=5))
+  np.testing.assert_allclose(got, ref_class_iou(a, y, 5), atol=1e-6)
+  assert got[4] == 1.0  # neither predicted nor labelled: a true negative
+  present = [c for c in range(5) if ((a == c) & (y != IGNORE)).any() or (y == c).any()]
+  np.testing.assert_allclose(got[present].mean(), ref_image_miou(a, y, 5), atol=1e-6)
+
+
+def test_leave_one_out_matches_its_definition():
+  r = np.random.default_rng(0).random((3, 5, 2))
+  got = np.asarray(rewards.leave_one_out_advantages(jnp.asarray(r), axis=1))
+  for b in range(3):
+    for n in range(5):
+      others = np.delete(r[b], n, axis=0).mean(0)
+      np.testing.assert_allclose(got[b, n], r[b, n] - others, atol=1e-6)
+  with pytest.raises(ValueError, match="N >= 2"):
+    rewards.leave_one_out_advantages(jnp.ones((1, 3)), axis=0)

@@ -16,6 +16,10 @@ from jaxseg.trainers import rss
     ({"rss.score": "dice"}, "rss.score"),
     ({"rss.psr_weights": (1.0, 2.0)}, "psr_weights"),
     ({"rss.sync_an": False, "rss.nosync_groups": 3}, "SyncAN-off shards"),
+    ({"rss.class_rewards": True, "rss.psd": True}, "set one of them"),
+    ({"rss.explore_eps": 1.0}, "explore_eps"),
+    ({"rss.baseline": "loo"}, "rss.baseline"),
+    ({"rss.baseline": "rloo", "rss.image_group": "global"}, "image_group='image'"),
 ])
 def test_bad_rss_config_names_the_key(tiny_config, data_dir, override, match):
   c = tiny_config(data_dir, trainer="rss", **override)
@@ -27,12 +31,16 @@ def test_bad_rss_config_names_the_key(tiny_config, data_dir, override, match):
     rss.make_loss(c, model=None, info=Info)
 
 
-@pytest.mark.parametrize("level", ["pixel", "image"])
+@pytest.mark.parametrize("level", ["pixel", "image", "image_class"])
 def test_sharded_rss_step_matches_single_device(tiny_config, data_dir, level,
                                                 one_step_on_1_and_8_devices):
-  """The whole step (sampling, SyncAN, PSD, update) on 8 devices == on 1."""
+  """The whole step (sampling, SyncAN, PSD or per-class credit, ε-exploration,
+  diagnostics, update) on 8 devices == on 1."""
+  recipe = {"rss.psd": False, "rss.class_rewards": True, "rss.explore_eps": 0.1,
+            "rss.class_diagnostics": True}
   c = tiny_config(data_dir, trainer="rss", **{
-      "rss.level": level, "rss.psd": True, "rss.psr_scales": (0.25, 1.0)})
+      "rss.level": level.split("_")[0], "rss.psd": True, "rss.psr_scales": (0.25, 1.0),
+      **(recipe if level == "image_class" else {})})
   results = one_step_on_1_and_8_devices(c, rss.make_loss)
   for k in results[0][0]:
     # Same samples and rewards; only float summation order differs (the loss is
@@ -41,6 +49,23 @@ def test_sharded_rss_step_matches_single_device(tiny_config, data_dir, level,
                                err_msg=k)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
                results[0][1], results[1][1])
+
+
+def test_recipe_trains_and_logs_class_diagnostics(tiny_config, data_dir, tmp_path):
+  """The default image-level recipe (per-class credit, ε-exploration) runs
+  through the trainer and logs the per-class diagnostics of every class."""
+  c = tiny_config(data_dir, trainer="rss", **{
+      "rss.class_rewards": True, "rss.explore_eps": 0.1, "rss.baseline": "rloo",
+      "rss.psr_scales": (0.25,), "rss.class_diagnostics": True})
+  run = rss.train_and_evaluate(c, str(tmp_path))
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in records if "train/loss" in r][-1]
+  n = sum(k.startswith("train/cls/pred/") for k in train)
+  assert n == 7, sorted(train)
+  assert abs(sum(train[f"train/cls/pred/{k}"] for k in range(n)) - 1) < 1e-4
+  assert abs(sum(train[f"train/cls/label/{k}"] for k in range(n)) - 1) < 1e-4
+  assert all(0 <= train[f"train/cls/sampled/{k}"] <= 1 for k in range(n))
+  assert run.step == c.total_steps and 0 <= run.metrics["val/miou"] <= 1
 
 
 def test_rss_trainer_logs_reward_statistics_and_compares_with_psl(
