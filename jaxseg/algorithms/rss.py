@@ -156,7 +156,7 @@ def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_
     PSD:   `A_i(p) = Σ_j (R_i − R_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)`, optionally
            divided by the std of its non-zero entries;
     class: `class_advantages` (per-class IoU terms of the reward).
-  Loss `-Σ_{n,p valid} A_n(p)·log π(a_n(p)) / (N·#valid)`. Returns (loss, metrics).
+  Loss `-Σ_{n,p valid} A_n(p)·log q(a_n(p)) / (N·#valid)`. Returns (loss, metrics).
   """
   z = rewards.downsample_logits(logits, factor)
   y = rewards.downsample_labels(labels, factor, num_classes=num_classes,
@@ -221,8 +221,9 @@ def class_diagnostics(logits, labels, actions, *, num_classes, ignore_index):
       "label": area_y / n,
       "entropy": jnp.bincount(y, weights=w * ent, length=num_classes)
                  / jnp.where(area_y > 0, area_y, jnp.nan),
-      "sampled": jnp.mean(jnp.any(
-          actions[..., None] == jnp.arange(num_classes), axis=(2, 3)), axis=(0, 1)),
+      "sampled": jnp.mean(jax.vmap(jax.vmap(
+          lambda m: jnp.bincount(m.reshape(-1), length=num_classes) > 0))(actions),
+                          axis=(0, 1)),
   }
   return {f"train/cls/{k}/{c}": v[c] for k, v in stats.items() for c in range(num_classes)}
 

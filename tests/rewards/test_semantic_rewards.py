@@ -13,8 +13,9 @@ from jaxseg import rewards
 IGNORE = 255
 
 
-def ref_image_miou(a, y, num_classes):
-  ious = []
+def ref_inter_union(a, y, num_classes):
+  """Per class c, (#{a = c ∧ y = c}, #{a = c ∨ y = c}) over labelled pixels, by loops."""
+  out = []
   for c in range(num_classes):
     inter = union = 0
     for p, t in zip(a.ravel(), y.ravel()):
@@ -22,8 +23,12 @@ def ref_image_miou(a, y, num_classes):
         continue
       inter += (p == c) and (t == c)
       union += (p == c) or (t == c)
-    if union:
-      ious.append(inter / union)
+    out.append((inter, union))
+  return out
+
+
+def ref_image_miou(a, y, num_classes):
+  ious = [i / u for i, u in ref_inter_union(a, y, num_classes) if u]
   return float(np.mean(ious)) if ious else 0.0
 
 
@@ -232,16 +237,7 @@ def test_host_score_plugs_in_a_non_jittable_scorer():
 
 
 def ref_class_iou(a, y, num_classes, empty=1.0):
-  out = []
-  for c in range(num_classes):
-    inter = union = 0
-    for p, t in zip(a.ravel(), y.ravel()):
-      if t == IGNORE:
-        continue
-      inter += (p == c) and (t == c)
-      union += (p == c) or (t == c)
-    out.append(inter / union if union else empty)
-  return np.array(out)
+  return np.array([i / u if u else empty for i, u in ref_inter_union(a, y, num_classes)])
 
 
 @pytest.mark.parametrize("seed", range(3))
