@@ -3,7 +3,7 @@
     python bench/rss_ablation.py --out /tmp/rss_ablation [--steps 1000] \
         [--rows psl,pixel,...] [--seeds 1] [--key-seeds 3] [--resize 192,256]
     python bench/rss_ablation.py --embedded --out /tmp/rss_ablation_embedded \
-        --steps 600 --rows psl,psr_multi_psd,recipe
+        --steps 600 --rows psl,psr_multi_psd,psr_class
 
 Trains every row of ROWS (configs/rss_camvid.py variants plus the extra rows
 below) for the same number of steps, then writes into --out:
@@ -83,10 +83,11 @@ DEFAULT_ROWS = ["psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_sing
 KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd", "psr_single_n8", "psr_class")
 
 
-def load_config(arg: str, embedded: bool = False):
-  """configs/rss_camvid.py:ARG, or with `embedded` the quick start's configs."""
-  if not embedded:
+def load_config(arg: str, args):
+  """configs/rss_camvid.py:ARG on --root, or with --embedded the quick start's configs."""
+  if not args.embedded:
     c = config_lib.load_config_file(ROOT / "configs/rss_camvid.py", arg)
+    c.data.root = str(args.root)
   elif arg == "psl":
     c = config_lib.load_config_file(ROOT / "configs/psl_embedded.py")
   else:
@@ -109,9 +110,7 @@ def cold_start_checkpoint(out: pathlib.Path, steps: int) -> pathlib.Path:
 def run_row(name: str, seed: int, workdir: pathlib.Path, args,
             cold: pathlib.Path | None) -> dict:
   arg, overrides = ROWS[name]
-  c = load_config(arg.replace("COLD", str(cold)), args.embedded)
-  if not args.embedded:
-    c.data.root = str(args.root)
+  c = load_config(arg.replace("COLD", str(cold)), args)
   c.seed = seed
   c.total_steps = args.steps
   c.eval_every = max(args.steps // args.evals, 1)
@@ -135,9 +134,7 @@ def psr_panel(out: pathlib.Path, args, scales=(1 / 8, 1 / 4), n: int = 4) -> Non
   workdir = out / "psr_multi_psd_seed0"
   if not (workdir / "checkpoints").exists():
     return
-  c = load_config("psr_multi_psd", args.embedded)
-  if not args.embedded:
-    c.data.root = str(args.root)
+  c = load_config("psr_multi_psd", args)
   if args.resize:
     c.data.resize = args.resize
   source, info = data_lib.get_source(c.data, c.data.val_split)
