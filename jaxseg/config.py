@@ -184,12 +184,22 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-  """Parses the `:ARG` of `--config=file.py:ARG` as `name` or `k=v,k2=v2`."""
+def _split_arg(arg: str | None) -> dict[str, str]:
   out = {}
   for part in filter(None, (arg or "").split(",")):
     key, _, value = part.partition("=")
     out[key.strip()] = value.strip() or "1"
+  return out
+
+
+def parse_arg(arg: str | None, options=("runlocal",)) -> dict[str, str]:
+  """Parses the `:ARG` of `--config=file.py:ARG` as `name` or `k=v,k2=v2`;
+  anything not in `options` (e.g. the typo `runlocla`) is an error."""
+  out = _split_arg(arg)
+  unknown = [a for a in out if a not in options]
+  if unknown:
+    raise ValueError(f"config argument(s) {unknown} not understood; this config takes "
+                     f"{' or '.join(options) or 'no argument'}.")
   return out
 
 
@@ -200,7 +210,7 @@ def parse_variant(arg: str | None, variants, *, default: str,
   Exactly one of `variants` (or `default` when none is given); every other
   entry must be in `options`, so a typo fails while the flags are parsed.
   """
-  args = parse_arg(arg)
+  args = _split_arg(arg)
   chosen = [a for a in args if a in variants]
   unknown = [a for a in args if a not in variants and a not in options]
   if unknown or len(chosen) > 1:

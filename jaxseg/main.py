@@ -2,16 +2,40 @@
 
 Any field can be overridden with `--config.a.b=VALUE`; the config is locked, so a
 misspelt key or a value of the wrong type fails here, before anything compiles.
+
+The same command runs as one of several processes (`launch/`): `jax.distributed`
+starts when a launcher says so (SLURM, Open MPI, a multi-host Cloud TPU slice,
+`--distributed=on`) or when `--coordinator_address`, `--num_processes` and
+`--process_id` (or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES,
+$JAX_PROCESS_ID) are given; see `trainers/cluster.py`.
+
+Exit status: 0 finished; 1 a clear error (bad data, config, checkpoint or a
+non-finite loss: the message names the culprit); `EXIT_PREEMPTED` (75) stopped
+by SIGTERM / Ctrl-C after saving a checkpoint: rerun the same command.
 """
 import logging as py_logging
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxseg import checkpoint as ckpt_lib
 from jaxseg import trainers
+from jaxseg.data import DataError
+from jaxseg.trainers import cluster
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go (a local "
+                               "path or anything etils.epath opens, e.g. gs://).")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", cluster.MODES,
+                                 "Start jax.distributed: auto (when launched as one of "
+                                 "several processes), on, off.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (multi-process runs).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,9 +50,18 @@ def _drop_library_info(record) -> bool:
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_drop_library_info)
+  how = cluster.initialize(_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+                           num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  logging.info("jaxseg: %s", how)
   config = _CONFIG.value
-  logging.info("config:\n%s", config)
-  trainers.get_trainer(config.trainer)(config, _WORKDIR.value)
+  try:
+    trainers.get_trainer(config.trainer)(config, _WORKDIR.value)
+  except cluster.Preempted as e:
+    logging.warning("%s", e)
+    sys.exit(EXIT_PREEMPTED)
+  except (DataError, ckpt_lib.CheckpointError, FloatingPointError) as e:
+    logging.error("%s: %s", type(e).__name__, e)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

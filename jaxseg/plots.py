@@ -1,10 +1,12 @@
 """Pictures of a run: prediction panels and learning curves (PNG files)."""
 from __future__ import annotations
 
+import io
 import pathlib
 from typing import Any, Sequence
 
 import numpy as np
+from etils import epath
 
 
 def class_palette(num_classes: int) -> np.ndarray:
@@ -54,10 +56,18 @@ def prediction_panel(
                     for img, lab, pr in zip(images, labels, preds)])
 
 
+def _write_png(path, write) -> None:
+  """`write(file object)` into `path` (any etils.epath path: local or gs://)."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buf = io.BytesIO()
+  write(buf)
+  path.write_bytes(buf.getvalue())
+
+
 def save_png(path: str | pathlib.Path, image: np.ndarray) -> None:
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(np.asarray(image, np.uint8)).save(path)
+  _write_png(path, lambda f: Image.fromarray(np.asarray(image, np.uint8)).save(f, "png"))
 
 
 def learning_curves(
@@ -84,6 +94,5 @@ def learning_curves(
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
+  _write_png(path, lambda f: fig.savefig(f, dpi=110, format="png"))
   plt.close(fig)

@@ -22,6 +22,7 @@ def run_main(*flags):
     ("--config.data.crop_size=(65,64)", "data.crop_size=(65, 64) must be divisible by 32"),
     ("--config.trainer=nope", "config.trainer='nope' is unknown"),
     ("--config.data.name=folder", "data.root"),
+    ("--config.checkpoint_every=0", "config.checkpoint_every=0 must be a positive integer"),
 ])
 def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, flag, message):
   proc = run_main("--config=configs/psl_embedded.py:runlocal", f"--workdir={tmp_path}", flag,
@@ -39,9 +40,18 @@ def test_every_config_file_loads_and_runlocal_shrinks_it():
     assert local.total_steps < full.total_steps, path
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.py")), ids=lambda p: p.stem)
+def test_every_config_file_rejects_an_unknown_argument(path):
+  with pytest.raises(ValueError, match="runlocla"):
+    config_lib.load_config_file(path, "runlocla")
+
+
 def test_parse_arg():
   assert config_lib.parse_arg("runlocal") == {"runlocal": "1"}
-  assert config_lib.parse_arg("variant=pixel,runlocal") == {"variant": "pixel", "runlocal": "1"}
+  assert config_lib.parse_arg("variant=pixel,runlocal", options=("variant", "runlocal")) == {
+      "variant": "pixel", "runlocal": "1"}
+  with pytest.raises(ValueError, match="runlocla"):
+    config_lib.parse_arg("runlocla")
   assert config_lib.parse_arg(None) == {}
 
 

@@ -7,12 +7,18 @@ so its generator is seeded by (seed, global position in the stream): the
 same example gets a fresh augmentation every epoch, and the batches a process
 sees do not depend on how many worker threads or processes produce them.
 
-Sharding. Process p of P takes positions p, p + P, p + 2P, ... of that single
-global stream, so processes never see the same position; within one epoch
-they see disjoint examples, and the union over processes is exactly the
-single-process stream. Everything up to the batch is a `MapDataset`, so the
-iterator state is just the next batch index: `iter(ds).get_state()` /
-`set_state()` resumes bit-for-bit.
+Sharding. Global batch k is positions [kB, (k+1)B) of that single global
+stream; process p of P takes its p-th block of b = B/P consecutive positions
+(the stream cut into blocks of b, every P-th from the p-th), so the global
+array assembled from the processes' batches is exactly the one-process batch,
+row for row, and the union over processes is exactly the
+single-process stream. Everything up to the batch is a `MapDataset`, so
+batch k of process p is a pure function of (seed, k, p, P): a run resumed at
+step s starts the stream at `start_batch=s` and sees bit-for-bit the batches
+an uninterrupted run sees, with any number of processes (no iterator state is
+saved; this is why the split is the stream's own and not grain's
+`ShardByJaxProcess` over the source, which would tie a checkpoint's data
+position to the process count).
 """
 
 from __future__ import annotations
@@ -68,7 +74,8 @@ def make_train_dataset(source: Source, *, crop_size: Sequence[int],
                        flip: bool = True, photometric: bool = True,
                        rotate: bool = False, process_index: int = 0, process_count: int = 1,
                        worker_count: int = 0, num_threads: int = 2,
-                       prefetch_buffer_size: int = 4) -> grain.IterDataset:
+                       prefetch_buffer_size: int = 4,
+                       start_batch: int = 0) -> grain.IterDataset:
   """Infinite stream of augmented, batched training examples for this process.
 
   Args:
@@ -88,6 +95,7 @@ def make_train_dataset(source: Source, *, crop_size: Sequence[int],
     worker_count: grain worker processes (0: threads of this process only).
     num_threads: threads producing batches in each process.
     prefetch_buffer_size: batches read ahead in each process.
+    start_batch: the first batch (a resumed run's step).
 
   Returns:
     An IterDataset of {"image": uint8 (B, H, W, 3), "label": int32 (B, H, W)
@@ -108,8 +116,8 @@ def make_train_dataset(source: Source, *, crop_size: Sequence[int],
       rotate=rotate)
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
   ds = ds.random_map(augment, seed=seed)
-  ds = ds[process_index::process_count]
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  ds = ds[process_index::process_count][start_batch:]
   return _to_iter(ds, num_threads, prefetch_buffer_size, worker_count)
 
 
@@ -284,7 +292,8 @@ def get_source(data_config: Any, split: str) -> tuple[Source, DatasetInfo]:
 def train_dataset_from_config(data_config: Any, source: Source, *,
                               global_batch_size: int, seed: int,
                               process_index: int = 0, process_count: int = 1,
-                              worker_count: int = 0) -> grain.IterDataset:
+                              worker_count: int = 0, start_batch: int = 0
+                              ) -> grain.IterDataset:
   """`make_train_dataset` with the augmentation fields of `data_config`."""
   crop_size = _field(data_config, "crop_size")
   if crop_size is None:
@@ -298,7 +307,7 @@ def train_dataset_from_config(data_config: Any, source: Source, *,
       photometric=_field(data_config, "photometric", True),
       rotate=_field(data_config, "rotate", False),
       process_index=process_index, process_count=process_count,
-      worker_count=worker_count)
+      worker_count=worker_count, start_batch=start_batch)
 
 
 # ----------------------------------------------------------------------------

@@ -36,3 +36,20 @@ def median_frequency_weights(source: Any, *, num_classes: int, ignore_index: int
   median = np.nanmedian(freq)
   w = np.where(present > 0, (median / np.where(present > 0, freq, 1.0)) ** power, 0.0)
   return w.astype(np.float32)
+
+
+def check_trainable_labels(source: Any, *, num_classes: int, ignore_index: int,
+                           split: str = "train", max_examples: int = 256) -> None:
+  """Raises `DataError` when no labelled pixel is found in up to `max_examples`
+  label maps spread over `source` (an all-ignore split trains with loss 0)."""
+  from jaxseg.data.errors import DataError  # pylint: disable=g-import-not-at-top
+  n = len(source)
+  ids = np.unique(np.linspace(0, n - 1, min(n, max_examples)).round().astype(int))
+  for i in ids:
+    label = np.asarray(source[int(i)]["label"])
+    if np.any((label != ignore_index) & (label >= 0) & (label < num_classes)):
+      return
+  raise DataError(
+      f"the {split} split has no labelled pixel: all {len(ids)} label maps checked (of {n}) "
+      f"hold only the ignore value {ignore_index} or values outside 0..{num_classes - 1}. "
+      "Check config.data.ignore_index and the label files.")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import pathlib
+from etils import epath
 
 import jax
 import ml_collections
@@ -260,7 +260,7 @@ def train_stage(config, workdir, earlier: dict[str, loop.Result], *, kind: str, 
       step_kind=functools.partial(step_kind, config) if final else lambda _: (kind, 0),
       evaluate=run_eval, rng=jax.random.key(config.seed + 1),
       batch_keys=("image", "instances"), curve_keys=("train/loss", CURVE_KEYS[kind]),
-      title=f"ACIS {pathlib.Path(workdir).name}"))
+      title=f"ACIS {epath.Path(workdir).name}"))
 
 
 def stage_plan(config, shared=None) -> list[stages.Stage]:

@@ -1,6 +1,8 @@
 """ACIS evaluation on the host: each stage's val metrics and the final
 stage's prediction-order panel. Evaluators are built once per stage:
-`evaluator(nets, config) -> fn(params, source, max_examples) -> metrics`."""
+`evaluator(nets, config) -> fn(params, source, max_examples) -> metrics`.
+With several processes each evaluates `cluster.share` of the split and the
+per-image values (or integer sums) are combined exactly."""
 from __future__ import annotations
 
 import functools
@@ -18,10 +20,14 @@ from jaxseg.algorithms.acis import losses
 from jaxseg.data import instance_targets
 from jaxseg.data.images import resize_image, resize_nearest
 from jaxseg.evaluation import instance as instance_eval
+from jaxseg.trainers import cluster
 from jaxseg.trainers import step as step_lib
 
 # Tab. 2's names: which recurrent state is left when the other is zeroed.
 BLOCK_NAMES = {"none": "", "lstm": "_mask_only", "mask": "_lstm_only"}
+# The per-image values of an episode evaluation.
+ROW_KEYS = (*instance_eval.instance_metrics(np.zeros((1, 1), np.int32),
+                                            np.zeros((1, 1), np.int32)), "dice_gt_stop")
 
 
 def _resize_example(ex, size: int):
@@ -47,28 +53,39 @@ def episode_evaluator(nets: ep.Nets, config):
   a = config.acis
   infers = {b: make_infer(nets, config, b) for b in ("none", *a.eval_blocks)}
 
+  blocks = [b for b in infers if b != "none"]
+  width = len(ROW_KEYS) + 2 * len(blocks)
+
   def evaluate(params, source, max_examples: int = 0):
-    rows, extra = [], {b: [] for b in infers}
-    for i in tqdm.tqdm(_first(source, max_examples), desc="eval", leave=False):
+    ids, vals = [], []
+    for i in tqdm.tqdm(cluster.share(len(_first(source, max_examples))), desc="eval",
+                       leave=False, disable=not cluster.is_main()):
       ex = source[i]
       image, _ = _resize_example(ex, a.image_size)
       gt = np.asarray(ex["instances"])
       count = instance_targets.count_instances(gt)
+      row = {}
       for b, infer in infers.items():
         masks, cont = jax.device_get(infer(params, image[None]))
         k = infer_lib.num_predicted(cont[:, 0])
         full = infer_lib.paste_back(masks[:, 0], gt.shape)
-        dice = infer_lib.gt_stop_dice(full, gt)
+        dice = float(infer_lib.gt_stop_dice(full, gt))
         if b == "none":
-          rows.append({**instance_eval.instance_metrics(infer_lib.label_map(full[:k]), gt),
-                       "dice_gt_stop": dice})
+          row.update(instance_eval.instance_metrics(infer_lib.label_map(full[:k]), gt),
+                     dice_gt_stop=dice)
         else:
-          extra[b].append((dice, abs(k - count)))
-    metrics = instance_eval.mean_instance_metrics(rows)
-    for b, vals in extra.items():
-      if vals:
-        metrics[f"dice_gt_stop{BLOCK_NAMES[b]}"] = float(np.mean([v[0] for v in vals]))
-        metrics[f"abs_dic{BLOCK_NAMES[b]}"] = float(np.mean([v[1] for v in vals]))
+          row[b] = (dice, abs(k - count))
+      ids.append(i)
+      vals.append([row[key] for key in ROW_KEYS] + [v for b in blocks for v in row[b]])
+    # Per-image values from every process, in the split's order.
+    _, vals = cluster.gather_rows(np.array(ids, np.int64),
+                                  np.array(vals, np.float64).reshape(-1, width))
+    metrics = instance_eval.mean_instance_metrics(
+        [dict(zip(ROW_KEYS, v[:len(ROW_KEYS)].tolist())) for v in vals])
+    for j, b in enumerate(blocks):
+      col = len(ROW_KEYS) + 2 * j
+      metrics[f"dice_gt_stop{BLOCK_NAMES[b]}"] = float(np.mean(vals[:, col]))
+      metrics[f"abs_dic{BLOCK_NAMES[b]}"] = float(np.mean(vals[:, col + 1]))
     return metrics
 
   evaluate.infer = infers["none"]  # the panel's
@@ -107,7 +124,7 @@ def preproc_evaluator(nets: ep.Nets, config):
 
   def evaluate(params, source, max_examples: int = 0):
     inter = union = correct = total = 0
-    for i in _first(source, max_examples):
+    for i in cluster.share(len(_first(source, max_examples))):
       image, inst = _resize_example(source[i], a.image_size)
       logits, fg, angles = jax.device_get(predict(params["preproc"], image, inst))
       pred, truth = logits[..., 0] > 0, fg > 0
@@ -115,6 +132,8 @@ def preproc_evaluator(nets: ep.Nets, config):
       union += np.sum(pred | truth)
       correct += np.sum((logits[..., 1:].argmax(-1) == angles.argmax(-1)) & truth)
       total += truth.sum()
+    inter, union, correct, total = cluster.sum_over_processes(
+        np.array([inter, union, correct, total], np.int64)).tolist()
     return {"fg_iou": inter / max(union, 1), "angle_acc": correct / max(total, 1)}
 
   return evaluate
@@ -138,10 +157,12 @@ def cvae_evaluator(nets: ep.Nets, config):
     return losses.hard_dice(logits, target), valid
 
   def evaluate(params, source, max_examples: int = 0):
-    dices = []
-    for i in _first(source, max_examples):
+    ids, dices = [], []
+    for i in cluster.share(len(_first(source, max_examples))):
       d, valid = jax.device_get(dice(params, *_resize_example(source[i], a.image_size)))
+      ids += [i] * int(valid.sum())
       dices += list(d[valid])
-    return {"recon_dice": float(np.mean(dices)) if dices else float("nan")}
+    _, dices = cluster.gather_rows(np.array(ids, np.int64), np.array(dices, np.float32))
+    return {"recon_dice": float(np.mean(dices)) if len(dices) else float("nan")}
 
   return evaluate

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import pathlib
+from etils import epath
 
 import jax
 import jax.numpy as jnp
@@ -153,4 +153,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, earlier=None)
   """The PSL trunk stage when needed (WORKDIR/trunk), then CiSS-Net (WORKDIR/ciss)."""
   del earlier
   validate(config)
-  return stages.run_stages(config, pathlib.Path(workdir), stage_plan(config))["ciss"]
+  return stages.run_stages(config, epath.Path(workdir), stage_plan(config))["ciss"]

@@ -3,7 +3,7 @@
 comparison table and plot."""
 from __future__ import annotations
 
-import pathlib
+from etils import epath
 
 import jax
 
@@ -86,7 +86,7 @@ def train_and_evaluate(config, workdir, earlier=None):
   del earlier
   if not config.rss.compare_psl:
     return train_rss(config, workdir)
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   plan = [stages.Stage("psl", psl.train_and_evaluate, {"trainer": "psl"}),
           stages.Stage("rss", train_rss, final=True)]
   runs = stages.run_stages(config, workdir, plan)
@@ -94,7 +94,7 @@ def train_and_evaluate(config, workdir, earlier=None):
   return runs["rss"]
 
 
-def write_comparison(workdir: pathlib.Path, runs: dict, *, title: str) -> str:
+def write_comparison(workdir: epath.Path, runs: dict, *, title: str) -> str:
   """Markdown table of final val metrics and a val-mIoU plot of several runs."""
   rows = ["| run | steps | val mIoU | pixel acc | ratio to psl |", "|---|---|---|---|---|"]
   base = runs["psl"].metrics.get("val/miou") if "psl" in runs else None

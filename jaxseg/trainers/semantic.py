@@ -32,6 +32,7 @@ from jaxseg import parallel
 from jaxseg import plots
 from jaxseg.data import statistics as data_statistics
 from jaxseg.evaluation import semantic
+from jaxseg.trainers import cluster
 from jaxseg.trainers import loop
 
 CLASS_WEIGHTINGS = {"none": None, "median_frequency": 1.0, "sqrt_median_frequency": 0.5}
@@ -88,45 +89,62 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
   `pixel_acc_NAME` and `mean_acc_NAME`; the plain keys (and the panel) are
   those of `heads[main_head]`. Examples with an "instances" map (ids > 0 per
   object, Cityscapes-style) add the instance-level `iiou` of the main head.
-  Returns (metrics dict, panel image or None).
+  With several processes each evaluates `cluster.share(n)` of the examples
+  and the integer counts are summed across them: the metrics equal the
+  one-process ones exactly. Returns (metrics dict, panel image (process 0)
+  or None).
   """
   crop = tuple(config.eval.crop_size or config.data.crop_size)
   stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
   n = len(source) if not max_examples else min(max_examples, len(source))
   k = len(heads)
   cms = np.zeros((k, info.num_classes, info.num_classes), np.int64)
-  inst_rows, fps = [], np.zeros(info.num_classes, np.int64)
+  inst_keys, inst_rows = [], [np.zeros((0, 3), np.int64)]
+  fps = np.zeros(info.num_classes, np.int64)
   # Spread the panel over the split: neighbouring video frames look alike.
-  panel_ids = set(np.linspace(0, n - 1, panel_examples).round().astype(int).tolist()
-                  if panel_examples else [])
-  shown = []
-  for i in tqdm.trange(n, desc=desc, leave=False, disable=jax.process_index() != 0):
-    ex = source[i]
+  panel_ids = (np.linspace(0, n - 1, panel_examples).round().astype(int).tolist()
+               if panel_examples else [])
+  mine = cluster.share(n)  # each process its share; the sums are combined below
+  predicted = {}
+
+  def predict(ex):
     logits = semantic.sliding_window_logits(
         functools.partial(predict_fn, params), ex["image"], crop_size=crop,
         stride=stride, num_classes=k * info.num_classes, batch_size=config.eval.batch_size)
-    preds = logits.reshape(*logits.shape[:2], k, info.num_classes).argmax(-1)
+    return logits.reshape(*logits.shape[:2], k, info.num_classes).argmax(-1)
+
+  for i in tqdm.tqdm(mine, desc=desc, leave=False, disable=not cluster.is_main()):
+    ex = source[i]
+    preds = predict(ex)
     label = np.asarray(ex["label"]).astype(np.int32)
     if "instances" in ex:  # instance ids (Cityscapes-style): iIoU of the main head
       inst, fp = semantic.instance_stats(preds[..., main_head], label, ex["instances"],
                                          num_classes=info.num_classes,
                                          ignore_index=info.ignore_index)
+      inst_keys.append(np.full(len(inst), i))
       inst_rows.append(inst)
       fps += fp
     for h in range(k):
       cms[h] += np.asarray(semantic.confusion_matrix(
           preds[..., h], label, num_classes=info.num_classes,
           ignore_index=info.ignore_index))
-    if i in panel_ids:
-      shown.append((ex["image"], ex["label"], preds[..., main_head]))
+    if i in panel_ids and cluster.is_main():
+      predicted[i] = (ex["image"], ex["label"], preds[..., main_head])
+  cms, fps = cluster.sum_over_processes(cms), cluster.sum_over_processes(fps)
+  _, inst = cluster.gather_rows(np.concatenate([np.zeros(0, np.int64), *inst_keys]),
+                                np.concatenate(inst_rows))
   panel = None
-  if shown:
-    panel = plots.prediction_panel(*zip(*shown), num_classes=info.num_classes,
+  if panel_ids and cluster.is_main():  # process 0 predicts what other processes had
+    for i in panel_ids:
+      if i not in predicted:
+        ex = source[i]
+        predicted[i] = (ex["image"], ex["label"], predict(ex)[..., main_head])
+    panel = plots.prediction_panel(*zip(*(predicted[i] for i in panel_ids)),
+                                   num_classes=info.num_classes,
                                    ignore_index=info.ignore_index)
   metrics = semantic.metrics_from_confusion(cms[main_head], info.class_names)
-  if inst_rows:
-    metrics.update(semantic.iiou_from_stats(np.concatenate(inst_rows), fps,
-                                            info.num_classes, info.class_names))
+  if cluster.sum_over_processes(np.array([len(inst_keys)], np.int64))[0]:
+    metrics.update(semantic.iiou_from_stats(inst, fps, info.num_classes, info.class_names))
   for name, cm in zip(heads, cms):
     if name:
       m = semantic.metrics_from_confusion(cm)
@@ -168,6 +186,9 @@ def train(config: ml_collections.ConfigDict, workdir, *, make_loss: Callable,
   """
   run = loop.open_run(config, workdir)
   validate_config(config, run.info, run.mesh)
+  data_statistics.check_trainable_labels(run.train_source, num_classes=run.info.num_classes,
+                                         ignore_index=run.info.ignore_index,
+                                         split=config.data.train_split)
   info = dataclasses.replace(run.info, class_weights=class_weights(
       config, run.train_source, run.info))
   if info.class_weights is not None:
@@ -199,7 +220,7 @@ def train(config: ml_collections.ConfigDict, workdir, *, make_loss: Callable,
         max_examples=config.eval.max_examples,
         panel_examples=0 if panel_fn else config.eval.panel_examples,
         desc=f"eval@{step}", heads=heads, main_head=main_head)
-    if panel_fn and config.eval.panel_examples:
+    if panel_fn and config.eval.panel_examples and cluster.is_main():
       panel = panel_fn(params, *panel_examples(run.val_source, config, info.ignore_index))
     return metrics, panel
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import pathlib
+from etils import epath
 from typing import Any, Callable
 
 import ml_collections
@@ -22,7 +22,7 @@ from jaxseg.trainers import loop
 from jaxseg.trainers import writer as writer_lib
 
 # train(config, workdir, earlier results by stage name) -> Result
-StageTrain = Callable[[ml_collections.ConfigDict, pathlib.Path, dict], loop.Result]
+StageTrain = Callable[[ml_collections.ConfigDict, epath.Path, dict], loop.Result]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +39,12 @@ class Stage:
   final: bool = False
 
 
-def finished(path: pathlib.Path, steps: int) -> bool:
+def finished(path: epath.Path, steps: int) -> bool:
   """A run in `path` has a checkpoint of at least `steps` (> 0) steps."""
   return (ckpt_lib.latest_step(path) or 0) >= steps > 0
 
 
-def reused(path: pathlib.Path) -> loop.Result:
+def reused(path: epath.Path) -> loop.Result:
   """The `Result` of a finished run from its files (params stay on disk:
   `checkpoint.load_params(result.workdir)`)."""
   metrics = {}
@@ -66,14 +66,14 @@ def stage_config(config: ml_collections.ConfigDict, stage: Stage,
 
 
 def run_stages(config: ml_collections.ConfigDict, workdir, plan: list[Stage], *,
-               reuse_from: str | pathlib.Path | None = None) -> dict[str, loop.Result]:
+               reuse_from: str | epath.Path | None = None) -> dict[str, loop.Result]:
   """Runs (or reuses) every stage of `plan` in order; results by stage name."""
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   done: dict[str, loop.Result] = {}
   for stage in plan:
     c = stage_config(config, stage, done)
     own = workdir / stage.name
-    other = pathlib.Path(reuse_from) / stage.name if reuse_from else None
+    other = epath.Path(reuse_from) / stage.name if reuse_from else None
     if not stage.final and other is not None and finished(other, c.total_steps):
       logging.info("stage %s: from the finished run in %s", stage.name, other)
       done[stage.name] = reused(other)

@@ -47,8 +47,9 @@ def make_update(grads_fn: GradsFn, tx: optax.GradientTransformation, schedule=No
   `grads` covers only some top-level groups of a dict of params, only those
   are updated (`tx` must then take such subsets, as `optim.per_group` does).
   A step with a non-finite loss or gradient norm returns the state as it was;
-  the host stops the run. Metrics add `train/loss`, `train/grad_norm` and,
-  with a `schedule`, `train/lr`.
+  the host stops the run. Metrics add `train/loss`, `train/grad_norm`,
+  `train/update_ratio` = ||Δθ|| / ||θ|| (the divergence check's; ~1e-3 when
+  healthy) and, with a `schedule`, `train/lr`.
   """
 
   def update_fn(state, batch):
@@ -62,10 +63,12 @@ def make_update(grads_fn: GradsFn, tx: optax.GradientTransformation, schedule=No
     if partial:
       new_params = {**params, **new_params}
     grad_norm = optax.tree.norm(grads)
+    update_norm, param_norm = optax.tree.norm(updates), optax.tree.norm(sub)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = {**state, "step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-    metrics = {"train/loss": loss, "train/grad_norm": grad_norm, **aux}
+    metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
+               "train/update_ratio": update_norm / jnp.maximum(param_norm, 1e-12), **aux}
     if schedule is not None:
       metrics["train/lr"] = schedule(state["step"])
     return new, metrics, finite

@@ -75,19 +75,19 @@ def test_train_augmentation_differs_between_epochs():
   assert not np.array_equal(first["image"], second["image"])
 
 
-def test_train_state_restore_gives_same_batches():
-  ds = make_train_dataset(IndexSource(7), crop_size=(8, 8),
-                          global_batch_size=3, seed=5)
-  it = iter(ds)
-  for _ in range(4):
-    next(it)
-  state = it.get_state()
-  expected = [next(it) for _ in range(4)]
-  resumed = iter(ds)
-  resumed.set_state(state)
-  for want, got in zip(expected, [next(resumed) for _ in range(4)]):
-    for key in want:
-      np.testing.assert_array_equal(want[key], got[key])
+def test_start_batch_resumes_the_same_stream_with_any_process_count():
+  """A run resumed at step s starts at batch s: the same batches (images and
+  augmentation) an uninterrupted run sees, also with another process count."""
+  kw = dict(crop_size=(8, 8), global_batch_size=4, seed=5)
+  straight = _take(make_train_dataset(IndexSource(7), **kw), 6)
+  resumed = _take(make_train_dataset(IndexSource(7), start_batch=4, **kw), 2)
+  halves = [_take(make_train_dataset(IndexSource(7), start_batch=4, process_index=p,
+                                     process_count=2, **kw), 2) for p in range(2)]
+  for k in range(2):
+    for key in straight[4 + k]:
+      np.testing.assert_array_equal(straight[4 + k][key], resumed[k][key])
+      np.testing.assert_array_equal(
+          straight[4 + k][key], np.concatenate([halves[0][k][key], halves[1][k][key]]))
 
 
 def test_process_sharding_is_disjoint_and_complete():
@@ -97,9 +97,10 @@ def test_process_sharding_is_disjoint_and_complete():
             for p in range(2)]
   assert not set(shards[0]) & set(shards[1])
   assert sorted(shards[0] + shards[1]) == list(range(8))
-  # Interleaving the processes gives the single-process stream.
+  # Each global batch is process 0's block then process 1's: concatenating
+  # the processes' batches gives the single-process batches row for row.
   single = _indices(_take(_order_train(source, global_batch_size=4), 2))
-  assert [i for pair in zip(*shards) for i in pair] == single
+  assert shards[0][:2] + shards[1][:2] + shards[0][2:] + shards[1][2:] == single
 
 
 def test_same_seed_same_stream_different_seed_different():

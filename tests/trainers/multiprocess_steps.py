@@ -1,0 +1,113 @@
+"""One step of each method's compiled update on whatever mesh this process sees.
+
+`compute(mesh)` is called by `test_multiprocess.py` in pytest on a 4-device mesh
+and by this module run as one of 2 processes × 2 CPU devices:
+
+    python -m tests.trainers.multiprocess_steps OUT.npz   (with $JAX_COORDINATOR_ADDRESS,
+                                                           $JAX_NUM_PROCESSES, $JAX_PROCESS_ID)
+
+It returns (process 0 writes) SyncAN through the explicit `psum` inside
+`shard_map` next to the global-batch form, and the metrics and a parameter
+checksum after one CiSS update and one ACIS critic + actor update.
+"""
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from jaxseg import algorithms, optim, parallel, rewards
+from jaxseg import config as config_lib
+from jaxseg.data import to_global_array
+from jaxseg.trainers import acis, ciss
+from jaxseg.trainers import step as step_lib
+
+
+class _Info:
+  ignore_index, num_classes, class_weights = 255, 5, None
+
+
+def _global(x, mesh):
+  """The same host array on every process -> a global array sharded over `data`."""
+  b = x.shape[0] // jax.process_count()
+  local = x[jax.process_index() * b:(jax.process_index() + 1) * b]
+  return to_global_array(local, parallel.batch_sharding(mesh))
+
+
+def _host(tree):
+  return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if a.is_fully_replicated
+                      else None, tree)
+
+
+def _checksum(params) -> np.ndarray:
+  leaves = jax.tree.leaves(_host(params))
+  return np.array([float(np.sum(np.abs(x.astype(np.float64)))) for x in leaves])
+
+
+def sync_an(mesh) -> dict:
+  r = np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32)
+  x = _global(r, mesh)
+  via_psum = jax.shard_map(
+      functools.partial(rewards.normalize_advantages, axis_name=parallel.DATA_AXIS),
+      mesh=mesh, in_specs=P(parallel.DATA_AXIS), out_specs=P(parallel.DATA_AXIS))(x)
+  via_jit = jax.jit(rewards.normalize_advantages,
+                    out_shardings=parallel.replicated(mesh))(x)
+  via_psum = jax.jit(lambda a: a, out_shardings=parallel.replicated(mesh))(via_psum)
+  return {"sync_an_psum": _host(via_psum), "sync_an_jit": _host(via_jit)}
+
+
+def ciss_step(mesh) -> dict:
+  c = config_lib.runlocal(config_lib.default_config())
+  c.update_from_flattened_dict({"trainer": "ciss", "ciss.width": 16, "ciss.context_dim": 8,
+                                "ciss.policy_dim": 8, "ciss.steps": 1})
+  model = ciss.build_model(c, _Info)
+  params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)),
+                      train=False)["params"]
+  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
+           "label": rng.integers(0, 5, (8, 64, 64)).astype(np.int32)}
+  repl = parallel.replicated(mesh)
+  update = jax.jit(step_lib.make_update(
+      algorithms.as_grads_fn(ciss.make_loss(c, model=model, info=_Info, mesh=mesh)),
+      tx, schedule), out_shardings=(repl, repl, repl))
+  state = jax.device_put(step_lib.init_state(params, tx=tx, rng=jax.random.key(1)), repl)
+  state, metrics, _ = update(state, {k: _global(v, mesh) for k, v in batch.items()})
+  return {"ciss_loss": _host(metrics["train/loss"]), "ciss_params": _checksum(state["params"])}
+
+
+def acis_step(mesh) -> dict:
+  from tests.algorithms.acis.conftest import synthetic_batch  # pylint: disable=g-import-not-at-top
+  c = config_lib.load_config_file("configs/acis_cvppp.py", "ac,runlocal")
+  nets = acis.build_nets(c)
+  params = jax.device_get(jax.jit(functools.partial(acis.init_params, nets, c))(
+      jax.random.key(0)))
+  repl = parallel.replicated(mesh)
+  trains = ("actor", "critic")
+  tx = acis.optimizer(c, trains, kind="final")
+  frozen = jax.device_put({k: params[k] for k in ("preproc", "decoder")}, repl)
+  state = jax.device_put(step_lib.init_state({k: params[k] for k in trains}, tx=tx,
+                                             rng=jax.random.key(3)), repl)
+  batch = {k: _global(v, mesh) for k, v in synthetic_batch().items()}
+  out = {}
+  for kind in ("critic", "actor"):
+    update = jax.jit(step_lib.make_update(acis.grads_fn(nets, c, kind, frozen=frozen, length=1),
+                                          tx), out_shardings=(repl, repl, repl))
+    state, metrics, _ = update(state, batch)
+    out[f"acis_{kind}_loss"] = _host(metrics["train/loss"])
+  out["acis_params"] = _checksum(state["params"])
+  return out
+
+
+def compute(mesh) -> dict:
+  return {**sync_an(mesh), **ciss_step(mesh), **acis_step(mesh)}
+
+
+if __name__ == "__main__":
+  from jaxseg.trainers import cluster  # pylint: disable=g-import-not-at-top
+  cluster.initialize("auto")
+  result = compute(parallel.make_data_mesh())
+  if jax.process_index() == 0:
+    np.savez(sys.argv[1], **result)

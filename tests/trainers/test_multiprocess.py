@@ -1,0 +1,179 @@
+"""Several processes on 127.0.0.1 (`launch/local_cpu.sh`, JAX's CPU collectives)
+against one process with as many devices: the same losses, parameters and
+exactly the same eval metrics; checkpoints cross process counts; SIGTERM stops
+every process at the same step. Every launch is time-bounded and its process
+group killed at the end."""
+import json
+import os
+import shutil
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxseg import checkpoint as ckpt_lib
+from jaxseg import config as config_lib
+from jaxseg import data as data_lib
+from jaxseg import parallel
+
+from . import multiprocess_steps
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LAUNCH = ROOT / "launch" / "local_cpu.sh"
+EXIT_PREEMPTED = 75
+TIMEOUT = 420
+
+
+def _env():
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the script sets it
+  env["PYTHON"] = sys.executable
+  return env
+
+
+def _flags(data_dir, config="configs/psl_embedded.py:runlocal", **over):
+  over = {"batch_size": 4, "total_steps": 8, "log_every": 1, "checkpoint_every": 4,
+          "eval_every": 8, "data.data_dir": data_dir, **over}
+  return [f"--config={config}", *(f"--config.{k}={v}" for k, v in over.items())]
+
+
+def _records(workdir):
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def launch(n, devices, workdir, flags, *, stop_after=None, timeout=TIMEOUT):
+  """Runs `local_cpu.sh n` (CPU_DEVICES=devices); with `stop_after`, sends it
+  SIGTERM once step `stop_after` is logged. Returns the exit status."""
+  log = open(pathlib.Path(workdir).parent / f"{pathlib.Path(workdir).name}.log", "a")
+  proc = subprocess.Popen([str(LAUNCH), str(n), *flags, f"--workdir={workdir}"], cwd=ROOT,
+                          env={**_env(), "CPU_DEVICES": str(devices),
+                               "LOG_DIR": str(pathlib.Path(workdir).parent)},
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+  deadline = time.time() + timeout
+  try:
+    if stop_after is not None:
+      while not any(r.get("step", 0) >= stop_after and "train/loss" in r
+                    for r in _records(workdir)):
+        assert proc.poll() is None, f"finished before step {stop_after}"
+        assert time.time() < deadline, "timed out waiting for training to start"
+        time.sleep(0.2)
+      proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=max(1, deadline - time.time()))
+  finally:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    log.close()
+
+
+def _final_val(workdir):
+  return [r for r in _records(workdir) if "val/miou" in r][-1]
+
+
+def _train_losses(workdir):
+  return {r["step"]: r["train/loss"] for r in _records(workdir) if "train/loss" in r}
+
+
+def _val(workdir):
+  return {k: v for k, v in _final_val(workdir).items() if k != "val/seconds"}
+
+
+def _assert_same_run(a, b):
+  """The same loss curve and final parameters (up to the order of float sums
+  across processes) and so nearly the same eval metrics."""
+  la, lb = _train_losses(a), _train_losses(b)
+  assert sorted(la) == sorted(lb)
+  np.testing.assert_allclose([la[s] for s in sorted(la)], [lb[s] for s in sorted(lb)],
+                             rtol=1e-4, atol=1e-5)  # RSS losses are ~0
+  # Parameters whose gradient is ~0 by construction (e.g. the biases of the
+  # non-local block's softmax logits) move by Adam's normalised float noise,
+  # up to lr (2e-3) per step: all agree to that scale, nearly all to 1e-5.
+  x, y = (np.concatenate([v.ravel() for v in jax.tree.leaves(ckpt_lib.load_params(w))])
+          for w in (a, b))
+  np.testing.assert_allclose(x, y, atol=1e-2)
+  assert np.mean(np.abs(x - y) <= 1e-5 + 1e-4 * np.abs(y)) > 0.99
+  va, vb = _val(a), _val(b)
+  assert va.keys() == vb.keys()
+  np.testing.assert_allclose([va[k] for k in va], [vb[k] for k in va], atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def prepared(data_dir):
+  c = config_lib.load_config_file(ROOT / "configs" / "psl_embedded.py", "runlocal")
+  c.data.data_dir = data_dir
+  data_lib.get_source(c.data, "train")  # generated once, before processes race for it
+  return data_dir
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory):
+  """1 process x 4 devices, uninterrupted."""
+  work = tmp_path_factory.mktemp("mp") / "one_x4"
+  assert launch(1, 4, work, _flags(prepared)) == 0
+  return work
+
+
+def test_two_processes_evaluate_exactly_as_one(prepared, reference, tmp_path):
+  """The finished 1-process run, evaluated again by 2 processes (each half of
+  the split, confusion matrices summed): every metric equal, and the log keeps
+  one val record for the step."""
+  work = tmp_path / "copy"
+  shutil.copytree(reference, work)
+  assert launch(2, 2, work, _flags(prepared)) == 0
+  assert _val(work) == _val(reference)
+  assert len([r for r in _records(work) if "val/miou" in r]) == 1
+
+
+@pytest.mark.parametrize("first, then", [((2, 2), (1, 4)), ((1, 4), (2, 2))],
+                         ids=["2to1", "1to2"])
+def test_sigterm_saves_and_resumes_with_another_process_count(prepared, reference, tmp_path,
+                                                              first, then):
+  work = tmp_path / "run"
+  assert launch(*first, work, _flags(prepared), stop_after=2) == EXIT_PREEMPTED
+  stopped = ckpt_lib.latest_step(work)
+  assert stopped is not None and 2 <= stopped < 8
+  assert launch(*then, work, _flags(prepared)) == 0
+  _assert_same_run(reference, work)
+
+
+def test_image_level_rss_two_processes_match_one(prepared, tmp_path):
+  flags = _flags(prepared, config="configs/rss_embedded.py:runlocal",
+                 **{"rss.compare_psl": False, "total_steps": 4, "checkpoint_every": 4,
+                    "eval_every": 4})
+  assert launch(1, 4, tmp_path / "one", flags) == 0
+  assert launch(2, 2, tmp_path / "two", flags) == 0
+  _assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def test_syncan_ciss_and_acis_steps_on_two_processes(tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  out = tmp_path / "two.npz"
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "tests.trainers.multiprocess_steps", str(out)], cwd=ROOT,
+      env={**_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+           "JAX_PROCESS_ID": str(i)},
+      stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"p{i}.log", "w"),
+      start_new_session=True) for i in range(2)]
+  try:
+    assert [p.wait(timeout=TIMEOUT) for p in procs] == [0, 0], (tmp_path / "p0.log").read_text()
+  finally:
+    for p in procs:
+      try:
+        os.killpg(p.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+  two = dict(np.load(out))
+  one = multiprocess_steps.compute(parallel.make_data_mesh(4))
+  np.testing.assert_allclose(two["sync_an_psum"], two["sync_an_jit"], rtol=1e-5, atol=1e-6)
+  for k, v in one.items():
+    np.testing.assert_allclose(two[k], v, rtol=1e-4, atol=1e-6, err_msg=k)
