@@ -13,6 +13,7 @@ Exit status: 0 finished; 1 a clear error (bad data, config, checkpoint or a
 non-finite loss: the message names the culprit); `EXIT_PREEMPTED` (75) stopped
 by SIGTERM / Ctrl-C after saving a checkpoint: rerun the same command.
 """
+import errno
 import logging as py_logging
 import sys
 
@@ -61,6 +62,12 @@ def main(argv):
     sys.exit(EXIT_PREEMPTED)
   except (DataError, ckpt_lib.CheckpointError, FloatingPointError) as e:
     logging.error("%s: %s", type(e).__name__, e)
+    sys.exit(1)
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+    logging.error("no space left on the device of %s; checkpoints already saved are "
+                  "intact. Free space and rerun the same command.", e.filename or _WORKDIR.value)
     sys.exit(1)
 
 

@@ -6,9 +6,11 @@ and by this module run as one of 2 processes × 2 CPU devices:
     python -m tests.trainers.multiprocess_steps OUT.npz   (with $JAX_COORDINATOR_ADDRESS,
                                                            $JAX_NUM_PROCESSES, $JAX_PROCESS_ID)
 
-It returns (process 0 writes) SyncAN through the explicit `psum` inside
-`shard_map` next to the global-batch form, and the metrics and a parameter
-checksum after one CiSS update and one ACIS critic + actor update.
+It returns (process 0 writes) the host reductions of 64-bit values, the metrics
+of a sliding-window evaluation, SyncAN through the explicit `psum` inside
+`shard_map` next to the global-batch form, and the loss and a parameter
+checksum after one image-level RSS update, one CiSS update and one ACIS
+critic + actor update.
 """
 import functools
 import sys
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from jaxseg import algorithms, optim, parallel, rewards
+from jaxseg import algorithms, models, optim, parallel, rewards
 from jaxseg import config as config_lib
 from jaxseg.data import to_global_array
 from jaxseg.trainers import acis, ciss
@@ -56,6 +58,55 @@ def sync_an(mesh) -> dict:
                     out_shardings=parallel.replicated(mesh))(x)
   via_psum = jax.jit(lambda a: a, out_shardings=parallel.replicated(mesh))(via_psum)
   return {"sync_an_psum": _host(via_psum), "sync_an_jit": _host(via_jit)}
+
+
+def _semantic_setup(**overrides):
+  c = config_lib.runlocal(config_lib.default_config())
+  c.update_from_flattened_dict({"data.crop_size": (64, 64), "eval.crop_size": (64, 64),
+                                "eval.batch_size": 4, **overrides})
+  model = models.build_model(c.model, _Info.num_classes)
+  params = jax.device_get(model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)),
+                                     train=False)["params"])
+  return c, model, params
+
+
+def evaluation() -> dict:
+  """Sliding-window mIoU / iIoU over 5 images of 4 sizes: each process its share."""
+  from jaxseg.data import DatasetInfo  # pylint: disable=g-import-not-at-top
+  from jaxseg.trainers import semantic  # pylint: disable=g-import-not-at-top
+  c, model, params = _semantic_setup()
+  rng = np.random.default_rng(1)
+  source = []
+  for h, w in [(64, 64), (80, 96), (64, 128), (96, 70), (64, 64)]:
+    label = rng.integers(0, 5, (h, w)).astype(np.int32)
+    label[:4] = 255
+    source.append({"image": rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "label": label,
+                   "instances": (label % 3 + 1) * (label < 3)})
+  info = DatasetInfo(num_classes=5, class_names=tuple("abcde"), ignore_index=255, name="t")
+  apply_fn = algorithms.make_apply_fn(model)
+  predict = jax.jit(lambda p, images: apply_fn(p, images, train=False))
+  metrics, _ = semantic.evaluate(params, predict_fn=predict, source=source, info=info,
+                                 config=c)
+  return {f"eval {k}": np.float64(v) for k, v in metrics.items()}
+
+
+def rss_step(mesh) -> dict:
+  """One image-level RSS update (the recipe: PSR 1/8, per-class credit, SyncAN
+  over the global batch)."""
+  from jaxseg.trainers import rss  # pylint: disable=g-import-not-at-top
+  c, model, params = _semantic_setup()
+  c.update_from_flattened_dict({"trainer": "rss", **config_lib.RSS_VARIANTS["psr_class"]})
+  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
+           "label": rng.integers(0, 5, (8, 64, 64)).astype(np.int32)}
+  repl = parallel.replicated(mesh)
+  update = jax.jit(step_lib.make_update(
+      algorithms.as_grads_fn(rss.make_loss(c, model=model, info=_Info, mesh=mesh)),
+      tx, schedule), out_shardings=(repl, repl, repl))
+  state = jax.device_put(step_lib.init_state(params, tx=tx, rng=jax.random.key(1)), repl)
+  state, metrics, _ = update(state, {k: _global(v, mesh) for k, v in batch.items()})
+  return {"rss_loss": _host(metrics["train/loss"]), "rss_params": _checksum(state["params"])}
 
 
 def ciss_step(mesh) -> dict:
@@ -101,8 +152,20 @@ def acis_step(mesh) -> dict:
   return out
 
 
+def reductions() -> dict:
+  """Host reductions of values 32 bits cannot hold: int64 sums, float64 rows
+  (process p contributes keys 2p + 1, 2p, one with two rows)."""
+  from jaxseg.trainers import cluster  # pylint: disable=g-import-not-at-top
+  p = jax.process_index()
+  total = cluster.sum_over_processes(np.array([2**40 + p, -(2**35)], np.int64))
+  keys, rows = cluster.gather_rows(np.array([2 * p + 1, 2 * p, 2 * p], np.int64),
+                                   np.array([[1 / 3 + p], [p + 0.1], [p + 0.2]], np.float64))
+  return {"reduce_sum": total, "gather_keys": keys, "gather_rows": rows}
+
+
 def compute(mesh) -> dict:
-  return {**sync_an(mesh), **ciss_step(mesh), **acis_step(mesh)}
+  return {**reductions(), **evaluation(), **sync_an(mesh), **rss_step(mesh),
+          **ciss_step(mesh), **acis_step(mesh)}
 
 
 if __name__ == "__main__":

@@ -52,32 +52,37 @@ def test_sigterm_saves_at_the_next_step_and_the_rerun_ends_like_an_uninterrupted
 
 
 def test_repeated_kill_9_around_saves_always_resumes_cleanly(data_dir, tmp_path):
-  """Saves every step; SIGKILL at random moments, three times; every rerun
+  """Saves every step; SIGKILL at random moments, twice; every rerun
   resumes (never picks up a half-written checkpoint) and the last one ends."""
   work = tmp_path / "run"
   cmd = [sys.executable, "-m", "jaxseg.main", "--config=configs/psl_embedded.py:runlocal",
          f"--workdir={work}", f"--config.data.data_dir={data_dir}", "--config.batch_size=8",
-         "--config.total_steps=12", "--config.log_every=1", "--config.checkpoint_every=1",
-         "--config.eval_every=12"]
+         "--config.total_steps=8", "--config.log_every=1", "--config.checkpoint_every=1",
+         "--config.eval_every=8"]
   rng = random.Random(0)
   resumed_from = []
-  for attempt in range(4):
+  for attempt in range(3):
     log = open(tmp_path / f"attempt{attempt}.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-      if attempt < 3:
+      if attempt < 2:
         seen = max((r["step"] for r in _records(work)), default=0)
         deadline = time.time() + 240
         while max((r["step"] for r in _records(work) if "train/loss" in r), default=0) <= seen:
-          assert proc.poll() is None, (tmp_path / f"attempt{attempt}.log").read_text()[-3000:]
+          if proc.poll() is not None:  # only a finished run may exit by itself
+            assert proc.returncode == 0, (tmp_path / f"attempt{attempt}.log").read_text()[-3000:]
+            break
           assert time.time() < deadline
           time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.5))
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+          os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+          pass
         proc.wait(timeout=30)
       else:
-        assert proc.wait(timeout=300) == 0, (tmp_path / "attempt3.log").read_text()[-3000:]
+        assert proc.wait(timeout=300) == 0, (tmp_path / "attempt2.log").read_text()[-3000:]
     finally:
       try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -87,18 +92,18 @@ def test_repeated_kill_9_around_saves_always_resumes_cleanly(data_dir, tmp_path)
     text = (tmp_path / f"attempt{attempt}.log").read_text()
     resumed_from += [int(line.split("resumed from step ")[1].split()[0])
                      for line in text.splitlines() if "resumed from step" in line]
-  assert len(resumed_from) >= 2 and resumed_from == sorted(resumed_from)
-  assert ckpt_lib.latest_step(work) == 12
+  assert len(resumed_from) >= 1 and resumed_from == sorted(resumed_from)
+  assert ckpt_lib.latest_step(work) == 8
   steps = [r["step"] for r in _records(work) if "train/loss" in r]
-  assert steps == list(range(1, 13))
+  assert steps == list(range(1, 9))
   assert all(np.isfinite(r["train/loss"]) for r in _records(work) if "train/loss" in r)
-  final = (tmp_path / "attempt3.log").read_text()
+  final = (tmp_path / "attempt2.log").read_text()
   assert "tensorboard --logdir" in final and "config:\n" not in final
 
 
 def test_divergence_moves_spoilt_checkpoints_aside_and_the_rerun_resumes_sanely(
     data_dir, tiny_config, tmp_path):
-  c = dict(total_steps=6, checkpoint_every=1, **{"optim.lr": 1e30})
+  c = dict(total_steps=4, checkpoint_every=1, **{"optim.lr": 1e30})
   with pytest.raises(FloatingPointError, match=r"divergence began at step 2.*last good "
                      r"checkpoint is step 1"):
     psl.train_and_evaluate(tiny_config(data_dir, **c), str(tmp_path))
@@ -108,7 +113,7 @@ def test_divergence_moves_spoilt_checkpoints_aside_and_the_rerun_resumes_sanely(
   assert max(float(np.abs(x).max()) for x in jax.tree.leaves(loaded)) < 100
   c["optim.lr"] = 1e-3  # as the message suggests
   run = psl.train_and_evaluate(tiny_config(data_dir, **c), str(tmp_path))
-  assert run.step == 6 and np.isfinite(run.metrics["val/miou"])
+  assert run.step == 4 and np.isfinite(run.metrics["val/miou"])
 
 
 def test_divergence_onset():
@@ -172,3 +177,38 @@ def test_an_all_ignore_training_set_is_a_data_error(data_dir, tiny_config, tmp_p
   with pytest.raises(DataError, match="train split has no labelled pixel"):
     psl.train_and_evaluate(c, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_gs_workdirs_go_through_epath(tmp_path, monkeypatch):
+  """metrics.jsonl, panels, curves and the TensorBoard logdir on a gs:// path
+  (etils' mock backend maps it under the cwd; the path must stay gs://)."""
+  from etils import epath
+  from etils.epath import testing as epath_testing
+  import tensorboardX
+  from jaxseg import plots
+
+  logdirs = []
+
+  class FakeTB:
+    def __init__(self, logdir):
+      logdirs.append(logdir)
+
+    def add_scalar(self, *a):
+      pass
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(tensorboardX, "SummaryWriter", FakeTB)
+  monkeypatch.chdir(tmp_path)
+  with epath_testing.mock_epath():
+    work = epath.Path("gs://bucket/run")
+    w = writer_lib.MetricWriter(work, enabled=True)
+    w.write(1, {"train/loss": 1.0})
+    w.close()
+    assert writer_lib.read_metrics(work) == [{"step": 1, "train/loss": 1.0}]
+    plots.save_png(work / "panels" / "p.png", np.zeros((4, 4, 3), np.uint8))
+    plots.learning_curves({"run": writer_lib.read_metrics(work)}, work / "curve.png",
+                          keys=("train/loss",))
+    assert (work / "panels" / "p.png").exists() and (work / "curve.png").exists()
+  assert logdirs == ["gs://bucket/run/tensorboard"]
