@@ -217,7 +217,7 @@ def load_params(path) -> Any:
     meta = ckptr.metadata(item)
     meta = getattr(meta, "item_metadata", meta)
     meta = getattr(meta, "tree", meta)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = {"params": jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
         dict(meta["params"]))}

@@ -90,23 +90,29 @@ def evaluation() -> dict:
   return {f"eval {k}": np.float64(v) for k, v in metrics.items()}
 
 
-def rss_step(mesh) -> dict:
-  """One image-level RSS update (the recipe: PSR 1/8, per-class credit, SyncAN
-  over the global batch)."""
-  from jaxseg.trainers import rss  # pylint: disable=g-import-not-at-top
-  c, model, params = _semantic_setup()
-  c.update_from_flattened_dict({"trainer": "rss", **config_lib.RSS_VARIANTS["psr_class"]})
+def _semantic_update(name, c, model, params, make_loss, mesh) -> dict:
+  """One update of a semantic method's loss on a fixed random batch."""
   tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
            "label": rng.integers(0, 5, (8, 64, 64)).astype(np.int32)}
   repl = parallel.replicated(mesh)
   update = jax.jit(step_lib.make_update(
-      algorithms.as_grads_fn(rss.make_loss(c, model=model, info=_Info, mesh=mesh)),
+      algorithms.as_grads_fn(make_loss(c, model=model, info=_Info, mesh=mesh)),
       tx, schedule), out_shardings=(repl, repl, repl))
   state = jax.device_put(step_lib.init_state(params, tx=tx, rng=jax.random.key(1)), repl)
   state, metrics, _ = update(state, {k: _global(v, mesh) for k, v in batch.items()})
-  return {"rss_loss": _host(metrics["train/loss"]), "rss_params": _checksum(state["params"])}
+  return {f"{name}_loss": _host(metrics["train/loss"]),
+          f"{name}_params": _checksum(state["params"])}
+
+
+def rss_step(mesh) -> dict:
+  """One image-level RSS update (the recipe: PSR 1/8, per-class credit, SyncAN
+  over the global batch)."""
+  from jaxseg.trainers import rss  # pylint: disable=g-import-not-at-top
+  c, model, params = _semantic_setup()
+  c.update_from_flattened_dict({"trainer": "rss", **config_lib.RSS_VARIANTS["psr_class"]})
+  return _semantic_update("rss", c, model, params, rss.make_loss, mesh)
 
 
 def ciss_step(mesh) -> dict:
@@ -116,17 +122,7 @@ def ciss_step(mesh) -> dict:
   model = ciss.build_model(c, _Info)
   params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3)),
                       train=False)["params"]
-  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10)
-  rng = np.random.default_rng(0)
-  batch = {"image": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
-           "label": rng.integers(0, 5, (8, 64, 64)).astype(np.int32)}
-  repl = parallel.replicated(mesh)
-  update = jax.jit(step_lib.make_update(
-      algorithms.as_grads_fn(ciss.make_loss(c, model=model, info=_Info, mesh=mesh)),
-      tx, schedule), out_shardings=(repl, repl, repl))
-  state = jax.device_put(step_lib.init_state(params, tx=tx, rng=jax.random.key(1)), repl)
-  state, metrics, _ = update(state, {k: _global(v, mesh) for k, v in batch.items()})
-  return {"ciss_loss": _host(metrics["train/loss"]), "ciss_params": _checksum(state["params"])}
+  return _semantic_update("ciss", c, model, params, ciss.make_loss, mesh)
 
 
 def acis_step(mesh) -> dict:

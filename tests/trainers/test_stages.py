@@ -20,7 +20,7 @@ def _fake_train(calls):
     mgr = ckpt_lib.make_manager(workdir, max_to_keep=1, save_every=1)
     if mgr.latest_step() != config.total_steps:  # a finished final stage is only evaluated
       state = {"step": jnp.int32(config.total_steps), "params": {"w": jnp.ones(2)}}
-      ckpt_lib.save(mgr, config.total_steps, state, None, force=True)
+      ckpt_lib.save(mgr, config.total_steps, state, force=True)
       mgr.wait_until_finished()
     mgr.close()
     (workdir / "metrics.jsonl").write_text(json.dumps(
