@@ -69,3 +69,28 @@ def _one_step_on_1_and_8_devices(c, make_loss, build_model=None):
 @pytest.fixture
 def one_step_on_1_and_8_devices():
   return _one_step_on_1_and_8_devices
+
+
+def kill_group(proc) -> None:
+  """SIGKILL a subprocess started with `start_new_session=True` and everything
+  it started (a no-op once they are gone)."""
+  import os, signal  # pylint: disable=g-import-not-at-top,multiple-imports
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+
+
+def write_folder_dataset(root, label_fn, *, count: int, classes: str) -> None:
+  """A folder dataset of `count` random 64×64 images per split, labels
+  `label_fn(rng)` (64, 64) uint8, and `classes.txt` = `classes`."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for split in ("train", "val"):
+    (root / "images" / split).mkdir(parents=True)
+    (root / "labels" / split).mkdir(parents=True)
+    for i in range(count):
+      Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+          root / "images" / split / f"{i}.png")
+      Image.fromarray(label_fn(rng)).save(root / "labels" / split / f"{i}.png")
+  (root / "classes.txt").write_text(classes)

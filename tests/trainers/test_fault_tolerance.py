@@ -13,12 +13,13 @@ import time
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 from jaxseg import checkpoint as ckpt_lib
 from jaxseg.data.errors import DataError
 from jaxseg.trainers import cluster, psl, resume
 from jaxseg.trainers import writer as writer_lib
+
+from .conftest import kill_group, write_folder_dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -76,18 +77,12 @@ def test_repeated_kill_9_around_saves_always_resumes_cleanly(data_dir, tmp_path)
           assert time.time() < deadline
           time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.5))
-        try:
-          os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-          pass
+        kill_group(proc)
         proc.wait(timeout=30)
       else:
         assert proc.wait(timeout=300) == 0, (tmp_path / "attempt2.log").read_text()[-3000:]
     finally:
-      try:
-        os.killpg(proc.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
+      kill_group(proc)
       log.close()
     text = (tmp_path / f"attempt{attempt}.log").read_text()
     resumed_from += [int(line.split("resumed from step ")[1].split()[0])
@@ -163,16 +158,8 @@ def test_writer_replaces_records_and_drops_steps_past_the_resumed_state(tmp_path
 
 def test_an_all_ignore_training_set_is_a_data_error(data_dir, tiny_config, tmp_path):
   root = tmp_path / "folder"
-  rng = np.random.default_rng(0)
-  for split in ("train", "val"):
-    (root / "images" / split).mkdir(parents=True)
-    (root / "labels" / split).mkdir(parents=True)
-    for i in range(3):
-      Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
-          root / "images" / split / f"{i}.png")
-      Image.fromarray(np.full((64, 64), 255, np.uint8)).save(
-          root / "labels" / split / f"{i}.png")
-  (root / "classes.txt").write_text("0 a\n1 b\n")
+  write_folder_dataset(root, lambda rng: np.full((64, 64), 255, np.uint8), count=3,
+                       classes="0 a\n1 b\n")
   c = tiny_config(data_dir, **{"data.name": "folder", "data.root": str(root)})
   with pytest.raises(DataError, match="train split has no labelled pixel"):
     psl.train_and_evaluate(c, str(tmp_path / "run"))

@@ -25,6 +25,7 @@ from jaxseg import data as data_lib
 from jaxseg import parallel
 
 from . import multiprocess_steps
+from .conftest import kill_group
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "local_cpu.sh"
@@ -68,10 +69,7 @@ def launch(n, devices, workdir, flags, *, stop_after=None, timeout=TIMEOUT):
       proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=max(1, deadline - time.time()))
   finally:
-    try:
-      os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
+    kill_group(proc)
     log.close()
 
 
@@ -162,10 +160,7 @@ def test_reductions_eval_syncan_and_every_method_step_on_two_processes(tmp_path)
     assert [p.wait(timeout=TIMEOUT) for p in procs] == [0, 0], (tmp_path / "p0.log").read_text()
   finally:
     for p in procs:
-      try:
-        os.killpg(p.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
+      kill_group(p)
   two = dict(np.load(out))
   assert two["reduce_sum"].dtype == np.int64
   np.testing.assert_array_equal(two["reduce_sum"], [2**41 + 1, -(2**36)])

@@ -10,6 +10,8 @@ from jaxseg import checkpoint as ckpt_lib
 from jaxseg import optim
 from jaxseg.trainers import psl, semantic
 
+from .conftest import write_folder_dataset
+
 
 def params_of(run):
   return run.params
@@ -49,18 +51,9 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tiny_con
 def test_cold_start_reinitialises_only_the_classifier(data_dir, tiny_config, tmp_path):
   src = psl.train_and_evaluate(tiny_config(data_dir, total_steps=3), str(tmp_path / "src"))
   # A folder dataset with a different number of classes.
-  from PIL import Image
   root = tmp_path / "folder"
-  rng = np.random.default_rng(0)
-  for split in ("train", "val"):
-    (root / "images" / split).mkdir(parents=True)
-    (root / "labels" / split).mkdir(parents=True)
-    for i in range(4):
-      Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
-          root / "images" / split / f"{i}.png")
-      Image.fromarray(rng.integers(0, 3, (64, 64), dtype=np.uint8)).save(
-          root / "labels" / split / f"{i}.png")
-  (root / "classes.txt").write_text("0 a\n1 b\n2 c\n")
+  write_folder_dataset(root, lambda rng: rng.integers(0, 3, (64, 64), dtype=np.uint8), count=4,
+                       classes="0 a\n1 b\n2 c\n")
   c = tiny_config(data_dir, total_steps=1, **{"data.name": "folder", "data.root": str(root),
                                               "init_from": str(tmp_path / "src"),
                                               "optim.lr": 0.0})
