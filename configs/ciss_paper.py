@@ -12,8 +12,9 @@ file with the dataset filled in. VARIANT is baseline | pmap | gated | ciss
 command unless `trunk=DIR` names one. The paper's numbers used ImageNet- and
 dataset-pretrained PSPNets, which jaxseg does not ship. Optimiser as the
 authors': SGD with momentum, poly decay, the Bias and Context Nets at 1/10 of
-the Base Net's learning rate. Until these datasets have loaders the run stops
-saying what data it expects and how to provide it as a folder dataset.
+the Base Net's learning rate. Data: `--config.data.root=` ADEChallengeData2016,
+the Cityscapes folder (leftImg8bit/, gtFine/; `val/iiou` from the instance ids) or
+VOCdevkit/VOC2010 (Pascal Context, 60 classes with background); see jaxseg/data/.
 """
 from jaxseg import config as config_lib
 

@@ -18,10 +18,16 @@ given. The paper's headline row is `psr_multi_psd,cold=DIR` (image-level PSR mul
                         with or without `cold=DIR`
 
 `cold=DIR` is the same as `--config.init_from=DIR` (only the classifier is
-re-initialised when the class counts differ). There is no Pascal Context loader
-yet: the run stops saying what data it expects and how to provide it as a folder
-dataset (`--config.data.name=folder --config.data.root=ROOT`). The other models of
-the paper's Tab. 4 (DeepLabV3, Segmenter) are not implemented.
+re-initialised when the class counts differ).
+
+Data: `--config.data.root=.../VOCdevkit/VOC2010` as mmsegmentation's Pascal Context
+converter leaves it (JPEGImages/, SegmentationClassContext/,
+ImageSets/SegmentationContext/{train,val}.txt; jaxseg/data/pascal.py). Evaluation is
+single-scale with sliding windows; `--config.eval.mode=mf` adds multi-scale + flip
+(val/miou_mf). `:runlocal` shrinks everything to seconds (try it on
+`python -m jaxseg.data.mock_trees pascal_context /tmp/mock`). configs/rss_voc.py and
+configs/rss_cityscapes.py are this file on VOC 2012 + SBD and on Cityscapes. The
+other models of the paper's Tab. 4 (DeepLabV3, Segmenter) are not implemented.
 """
 from jaxseg import config as config_lib
 

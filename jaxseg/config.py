@@ -25,7 +25,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.val_split = "val"
   c.data.resize = ml_collections.FieldReference(None, field_type=tuple)  # (H, W) at load
-  c.data.cache = True  # decode folder datasets once into memory
+  # Decode a split once into memory: True, False (decode in the input workers) or
+  # None (when the decoded split fits in 2 GiB; the papers' datasets do not).
+  c.data.cache = ml_collections.FieldReference(None, field_type=bool)
   c.data.data_dir = ""  # embedded dataset cache ("" = $JAXSEG_DATA_DIR or ~/.cache)
   c.data.image_size = (128, 128)  # embedded dataset image size
   c.data.crop_size = (128, 128)
@@ -72,6 +74,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.init_from = ""  # checkpoint dir of another run (cold start)
+  # A cold start trained first, as stage "cold": PSL on another dataset (e.g. RSS on
+  # Cityscapes from Mapillary), with this run's model and data settings; its params
+  # then start every later stage. Used by RSS when `cold_start.root` is set.
+  c.cold_start = ml_collections.ConfigDict()
+  c.cold_start.name = ""  # data.name of the other dataset
+  c.cold_start.root = ""  # its data.root ("" = no cold-start stage)
+  c.cold_start.steps = 0  # its length (0 = total_steps)
 
   # RSS, trainer "rss" (SPEC §1; jaxseg/algorithms/rss.py).
   c.rss = ml_collections.ConfigDict()
@@ -165,6 +174,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 8  # windows per forward pass
   c.eval.max_examples = 0  # 0 = the whole split
   c.eval.panel_examples = 4
+  # "ss": single scale; "mf": also multi-scale + flip (val/miou_mf beside val/miou).
+  c.eval.mode = "ss"
+  c.eval.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # MF scales of the test image
+  c.eval.flip = True  # MF adds the mirrored image at every scale
+  # (long, short): rescale each val image to fit, keeping its aspect (mmsegmentation's
+  # test resize), predictions resized back to the full-resolution label; None = as is.
+  c.eval.image_scale = ml_collections.FieldReference(None, field_type=tuple)
   return c
 
 

@@ -90,8 +90,8 @@ def test_config_argument_typo_fails_at_flag_parsing(tmp_path):
 def test_rss_pascal_says_what_data_it_needs(tmp_path):
   proc = run_main("--config=configs/rss_pascal.py", f"--workdir={tmp_path}")
   assert proc.returncode != 0
-  for text in ("'pascal_context' has no loader", "Pascal Context 59",
-               "--config.data.name=folder --config.data.root=ROOT"):
+  for text in ("'pascal_context' dataset needs --config.data.root=PATH",
+               "VOCdevkit/VOC2010"):
     assert text in proc.stderr, proc.stderr[-2000:]
 
 

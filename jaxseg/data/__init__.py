@@ -1,4 +1,5 @@
-"""Data layer: the embedded dataset, folder datasets and grain pipelines.
+"""Data layer: the embedded dataset, folder datasets, the papers' datasets in
+their own layouts (`pascal`, `cityscapes`, `ade20k`), and grain pipelines.
 
 Names are loaded on first use (PEP 562), so that importing a pure submodule
 such as `jaxseg.data.instance_targets` (jittable targets the ACIS algorithm
@@ -15,9 +16,9 @@ _WHERE = {
     "FolderSource": "folder",
     "InstanceFolderSource": "folder",
     "read_classes": "folder",
-    "DATASET_NAMES": "pipeline",
-    "DatasetInfo": "pipeline",
-    "get_source": "pipeline",
+    "DATASET_NAMES": "registry",
+    "DatasetInfo": "registry",
+    "get_source": "registry",
     "make_eval_dataset": "pipeline",
     "make_train_dataset": "pipeline",
     "to_global_array": "pipeline",

@@ -17,7 +17,9 @@ or, without a `splits` folder, the semantic layout's `images/{split}` and
 
 Every problem is raised as `DataError` naming the file or folder; nothing is
 skipped silently. With `cache=True` every file is decoded (and resized) once at
-construction, which also validates the whole split up front.
+construction, which also validates the whole split up front; `cache=None`
+(the config default) does so when the decoded split fits in
+`AUTO_CACHE_BYTES`, estimated from the first image's header.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from jaxseg.data.images import (_image_size, decode_image, decode_label, resize_
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 LABEL_EXTENSION = ".png"
+AUTO_CACHE_BYTES = 2 << 30
 _MAX_LISTED = 5
 
 Array = np.ndarray
@@ -147,10 +150,11 @@ def _check_same_size(image_path: pathlib.Path,
 
 @dataclasses.dataclass(frozen=True)
 class FilePair:
-  """One example on disk."""
+  """One example on disk (`instances`: a second label file of instance ids)."""
   name: str
   image: pathlib.Path
   label: pathlib.Path
+  instances: pathlib.Path | None = None
 
 
 def _files_by_stem(folder: pathlib.Path,
@@ -235,24 +239,39 @@ class _PairedSource(abc.ABC):
   """Random access to decoded (image, label) pairs, optionally cached."""
 
   def __init__(self, pairs: list[FilePair], *,
-               resize: tuple[int, int] | None, cache: bool, description: str):
+               resize: tuple[int, int] | None, cache: bool | None, description: str,
+               check_sizes: bool = True):
     self._pairs = pairs
     self._resize = None if resize is None else (int(resize[0]),
                                                 int(resize[1]))
     self._cache: list[dict[str, Array | str]] | None = None
+    if cache is None:
+      cache = self._decoded_bytes() <= AUTO_CACHE_BYTES
     if cache:
       self._cache = _decode_all(self._decode, len(pairs), description)
       for item in self._cache:  # Items are shared between reads: freeze them.
         for value in item.values():
           if isinstance(value, np.ndarray):
             value.setflags(write=False)
-    else:
+    elif check_sizes:
       for pair in pairs:
         _check_same_size(pair.image, pair.label)
+
+  def _decoded_bytes(self) -> int:
+    """Memory the decoded split would take, from the first image's size."""
+    if not self._pairs:
+      return 0
+    h, w = self._resize or _image_size(self._pairs[0].image)
+    per_pixel = 4 + (4 if self._pairs[0].instances is not None else 0)
+    return len(self._pairs) * h * w * per_pixel
 
   @property
   def names(self) -> list[str]:
     return [pair.name for pair in self._pairs]
+
+  @property
+  def pairs(self) -> list[FilePair]:
+    return list(self._pairs)
 
   def __len__(self) -> int:
     return len(self._pairs)
@@ -270,14 +289,14 @@ class _PairedSource(abc.ABC):
     image, label = decode_image(pair.image), decode_label(pair.label)
     if image.shape[:2] != label.shape:
       raise _size_mismatch(pair.image, image.shape[:2], pair.label, label.shape)
-    fields = self._label_fields(pair.label, label)
+    fields = self._label_fields(pair, label)
     if self._resize is not None:
       image = resize_image(image, self._resize)
       fields = {k: resize_nearest(v, self._resize) for k, v in fields.items()}
     return {"name": pair.name, "image": image, **fields}
 
   @abc.abstractmethod
-  def _label_fields(self, path: pathlib.Path, label: Array) -> dict[str, Array]:
+  def _label_fields(self, pair: FilePair, label: Array) -> dict[str, Array]:
     """Validates a decoded label file and returns the item's label arrays."""
 
 
@@ -312,7 +331,7 @@ class FolderSource(_PairedSource):
 
   def __init__(self, root: PathLike, split: str, *, ignore_index: int = 255,
                num_classes: int | None = None,
-               resize: tuple[int, int] | None = None, cache: bool = True):
+               resize: tuple[int, int] | None = None, cache: bool | None = True):
     """Lists (and with `cache`, decodes and validates) one split.
 
     Args:
@@ -322,7 +341,8 @@ class FolderSource(_PairedSource):
       num_classes: number of classes C; defaults to the ids in classes.txt.
       resize: optional (H, W) applied once at load (image bilinear, label
         nearest).
-      cache: decode everything into memory now; otherwise decode on access.
+      cache: decode everything into memory now; False: decode on access;
+        None: the former when the split fits in `AUTO_CACHE_BYTES`.
     """
     root = pathlib.Path(root)
     _require_dir(root, "dataset root")
@@ -333,8 +353,8 @@ class FolderSource(_PairedSource):
     super().__init__(pairs, resize=resize, cache=cache,
                      description=f"{root.name}/{split}")
 
-  def _label_fields(self, path: pathlib.Path, label: Array) -> dict[str, Array]:
-    _check_label_range(path, label, self.num_classes, self.ignore_index)
+  def _label_fields(self, pair: FilePair, label: Array) -> dict[str, Array]:
+    _check_label_range(pair.label, label, self.num_classes, self.ignore_index)
     return {"label": label}
 
 
@@ -350,7 +370,7 @@ class InstanceFolderSource(_PairedSource):
   ignore_index = 255
 
   def __init__(self, root: PathLike, split: str, *,
-               resize: tuple[int, int] | None = None, cache: bool = True):
+               resize: tuple[int, int] | None = None, cache: bool | None = True):
     """Lists (and with `cache`, decodes and validates) one split.
 
     Args:
@@ -359,7 +379,8 @@ class InstanceFolderSource(_PairedSource):
       split: split name, e.g. "train".
       resize: optional (H, W) applied once at load (image bilinear, instances
         nearest).
-      cache: decode everything into memory now; otherwise decode on access.
+      cache: decode everything into memory now; False: decode on access;
+        None: the former when the split fits in `AUTO_CACHE_BYTES`.
     """
     root = pathlib.Path(root)
     _require_dir(root, "dataset root")
@@ -370,8 +391,8 @@ class InstanceFolderSource(_PairedSource):
     super().__init__(pairs, resize=resize, cache=cache,
                      description=f"{root.name}/{split}")
 
-  def _label_fields(self, path: pathlib.Path, label: Array) -> dict[str, Array]:
+  def _label_fields(self, pair: FilePair, label: Array) -> dict[str, Array]:
     instances = label.astype(np.int32)
     if instances.min() < 0:
-      raise DataError(f"{path}: negative instance ids")
+      raise DataError(f"{pair.label}: negative instance ids")
     return {"instances": instances, "label": (instances > 0).astype(np.uint8)}

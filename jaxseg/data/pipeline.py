@@ -1,4 +1,5 @@
-"""grain input pipelines, the dataset registry and host-to-device transfer.
+"""grain input pipelines and host-to-device transfer (the datasets they read
+come from `registry.get_source`).
 
 Training order. `MapDataset.shuffle(seed).repeat()` reshuffles every epoch:
 grain's shuffle seeds epoch e (indices [e N, (e+1) N)) with `seed + e`. The
@@ -23,43 +24,17 @@ position to the process count).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from absl import flags
 import grain
 import jax
 import numpy as np
 
-from jaxseg.data import embedded
 from jaxseg.data.augment import TrainAugmentation
 from jaxseg.data.errors import DataError
-from jaxseg.data.folder import FolderSource, InstanceFolderSource
-from jaxseg.data.kitti import KittiInstanceSource
-
-DATASET_NAMES = ("embedded", "folder", "instance_folder", "kitti_instance")
-
-
-class Source(Protocol):
-  """Random-access dataset: `len(source)` and `source[i]` -> dict of arrays."""
-
-  def __len__(self) -> int:
-    ...
-
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    ...
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What models and evaluators need to know about a dataset."""
-  num_classes: int
-  class_names: tuple[str, ...]
-  ignore_index: int
-  name: str
-  has_instances: bool = False
-  class_weights: tuple[float, ...] | None = None  # set by the trainer from the config
+from jaxseg.data.registry import Source, _field
 
 
 # ----------------------------------------------------------------------------
@@ -161,132 +136,6 @@ def _to_iter(ds: grain.MapDataset, num_threads: int, prefetch_buffer_size: int,
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
-
-
-# ----------------------------------------------------------------------------
-# Registry: data config -> (source, DatasetInfo).
-# ----------------------------------------------------------------------------
-
-
-def _field(config: Any, key: str, default: Any = None) -> Any:
-  """`config.key` for ConfigDicts, dataclasses and plain mappings alike."""
-  if isinstance(config, Mapping):
-    return config.get(key, default)
-  return getattr(config, key, default)
-
-
-def _optional_size(value: Any) -> tuple[int, int] | None:
-  return None if value is None else (int(value[0]), int(value[1]))
-
-
-def _embedded_source(config: Any, split: str) -> tuple[Source, DatasetInfo]:
-  image_size = _optional_size(_field(config, "image_size")) or \
-      embedded.DEFAULT_IMAGE_SIZE
-  source = embedded.load_embedded(
-      split, data_dir=_field(config, "data_dir"), image_size=image_size,
-      num_train=_field(config, "num_train", embedded.DEFAULT_NUM_TRAIN),
-      num_val=_field(config, "num_val", embedded.DEFAULT_NUM_VAL))
-  info = DatasetInfo(num_classes=embedded.NUM_CLASSES,
-                     class_names=embedded.CLASS_NAMES,
-                     ignore_index=_field(config, "ignore_index", 255),
-                     name="jaxseg_shapes", has_instances=True)
-  return source, info
-
-
-def _require_root(config: Any) -> str:
-  root = _field(config, "root")
-  if not root:
-    raise DataError(f"config.data.root is empty: the {_field(config, 'name')!r} "
-                    "dataset needs --config.data.root=PATH")
-  return root
-
-
-def _folder_source(config: Any, split: str) -> tuple[Source, DatasetInfo]:
-  root = _require_root(config)
-  ignore_index = _field(config, "ignore_index", 255)
-  source = FolderSource(root, split, ignore_index=ignore_index,
-                        num_classes=_field(config, "num_classes"),
-                        resize=_optional_size(_field(config, "resize")),
-                        cache=_field(config, "cache", True))
-  info = DatasetInfo(num_classes=source.num_classes,
-                     class_names=tuple(source.class_names),
-                     ignore_index=ignore_index, name=_dataset_name(root))
-  return source, info
-
-
-def _instance_folder_source(config: Any, split: str, *,
-                            kind=InstanceFolderSource) -> tuple[Source, DatasetInfo]:
-  root = _require_root(config)
-  source = kind(
-      root, split, resize=_optional_size(_field(config, "resize")),
-      cache=_field(config, "cache", True))
-  info = DatasetInfo(num_classes=source.num_classes,
-                     class_names=tuple(source.class_names),
-                     ignore_index=_field(config, "ignore_index", 255),
-                     name=_dataset_name(root), has_instances=True)
-  return source, info
-
-
-def _dataset_name(root: str) -> str:
-  return str(root).rstrip("/").rsplit("/", 1)[-1]
-
-
-_BUILDERS = {
-    "embedded": _embedded_source,
-    "folder": _folder_source,
-    "instance_folder": _instance_folder_source,
-    "kitti_instance": lambda config, split: _instance_folder_source(
-        config, split, kind=KittiInstanceSource),
-}
-
-# Datasets the paper-scale configs name, with no loader of their own yet: what
-# they are, so a run fails saying what to provide instead of a bare KeyError.
-PLANNED_DATASETS = {
-    "ade20k": "ADE20K SceneParsing (20,210 train / 2,000 val images; 150 classes, ids "
-              "0-149, 255 = ignore, i.e. mmsegmentation's reduce_zero_label)",
-    "cityscapes": "Cityscapes fine (2,975 train / 500 val images; 19 classes as trainIds "
-                  "0-18, 255 = ignore)",
-    "pascal_context60": "Pascal Context 60 (4,998 train / 5,105 val images; 60 classes "
-                        "incl. background = 0, 255 = ignore)",
-    "pascal_context": "Pascal Context 59 (4,998 train / 5,105 val images; 59 classes, "
-                      "ids 0-58, 255 = ignore, as mmsegmentation's converter writes them)",
-}
-
-
-def _planned_error(name: str) -> DataError:
-  if name.endswith("_instance"):
-    layout = ("an instance folder dataset -- ROOT/images/{train,val}/NAME.png, "
-              "ROOT/labels/{train,val}/NAME.png (instance ids per pixel, 0 = background) "
-              "-- and add --config.data.name=instance_folder --config.data.root=ROOT.")
-  else:
-    layout = ("a folder dataset -- ROOT/images/{train,val}/NAME.jpg, "
-              "ROOT/labels/{train,val}/NAME.png (class ids per pixel), ROOT/classes.txt "
-              "(one 'ID NAME' per line) -- and add --config.data.name=folder "
-              "--config.data.root=ROOT [--config.data.ignore_index=255].")
-  return DataError(
-      f"dataset {name!r} has no loader in jaxseg yet. The config expects "
-      f"{PLANNED_DATASETS[name]}. To train on your copy now, lay it out as {layout}")
-
-
-def get_source(data_config: Any, split: str) -> tuple[Source, DatasetInfo]:
-  """Builds the source for `split` named by `data_config.name`.
-
-  Args:
-    data_config: ConfigDict, dataclass or mapping with `name` in
-      DATASET_NAMES and that dataset's fields (`root`, `ignore_index`,
-      `resize`, `cache`, `data_dir`, `image_size`, ...).
-    split: e.g. "train" or "val".
-
-  Returns:
-    (source, info).
-  """
-  name = _field(data_config, "name")
-  if name in PLANNED_DATASETS:
-    raise _planned_error(name)
-  if name not in _BUILDERS:
-    raise DataError(f"unknown dataset {name!r}; choose one of "
-                    f"{', '.join(DATASET_NAMES)}")
-  return _BUILDERS[name](data_config, split)
 
 
 def train_dataset_from_config(data_config: Any, source: Source, *,

@@ -1,4 +1,4 @@
-"""Semantic segmentation metrics and sliding-window inference.
+"""Semantic segmentation metrics, sliding-window and multi-scale + flip inference.
 
 The confusion matrix is accumulated on device (jittable); mIoU and friends are
 read off it on the host:
@@ -139,3 +139,83 @@ def iiou_from_stats(inst: np.ndarray, fp: np.ndarray, num_classes: int,
     out[f"iiou/{names[c]}"] = float(vals[-1])
   out["iiou"] = float(np.mean(vals)) if vals else float("nan")
   return out
+
+
+# ----------------------------------------------------------------------------
+# Test-time scales and flips (SS and MF evaluation).
+# ----------------------------------------------------------------------------
+
+
+def resize_bilinear(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
+  """Bilinear resize of the first two axes, half-pixel centres, no antialiasing
+  (PyTorch's `F.interpolate(mode="bilinear", align_corners=False)`, which
+  mmsegmentation uses to bring logits back to the label's size). Per axis:
+
+      s   = clip((o + 0.5) · n_in / n_out − 0.5, 0, n_in − 1)
+      out = (1 − (s − ⌊s⌋)) · x[⌊s⌋] + (s − ⌊s⌋) · x[min(⌊s⌋ + 1, n_in − 1)]
+  """
+  x = np.asarray(x, np.float32)
+  for axis, n_out in ((0, int(size[0])), (1, int(size[1]))):
+    n_in = x.shape[axis]
+    if n_in == n_out:
+      continue
+    s = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    i0 = np.floor(s).astype(np.int64)
+    f = (s - i0).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    x = np.take(x, i0, axis) * (1 - f) + np.take(x, np.minimum(i0 + 1, n_in - 1), axis) * f
+  return x
+
+
+def base_scale(size: Sequence[int], image_scale: Sequence[int] | None) -> float:
+  """mmsegmentation's keep-ratio test resize to `image_scale` = (long, short):
+  the factor min(long / max(h, w), short / min(h, w)); 1 when None."""
+  if not image_scale:
+    return 1.0
+  long_side, short_side = max(image_scale), min(image_scale)
+  return min(long_side / max(size), short_side / min(size))
+
+
+def scaled_logits(predict_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, *,
+                  scale: float, flip: bool, crop_size: tuple[int, int],
+                  stride: tuple[int, int], num_classes: int,
+                  batch_size: int = 8) -> np.ndarray:
+  """(H, W, C) logits of `image` seen at `scale` (bilinear, int(h·s + 0.5) ×
+  int(w·s + 0.5)) and, with `flip`, mirrored left-right; sliding windows where
+  the scaled image is larger than the crop; mirrored back and resized back
+  (`resize_bilinear`) to the image's own H × W."""
+  from jaxseg.data.images import resize_image  # pylint: disable=g-import-not-at-top
+  h, w = image.shape[:2]
+  size = (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)))
+  x = resize_image(np.asarray(image), size)
+  if flip:
+    x = np.ascontiguousarray(x[:, ::-1])
+  logits = sliding_window_logits(predict_fn, x, crop_size=crop_size, stride=stride,
+                                 num_classes=num_classes, batch_size=batch_size)
+  if flip:
+    logits = logits[:, ::-1]
+  return resize_bilinear(logits, (h, w))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+  z = logits - logits.max(-1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(-1, keepdims=True)
+
+
+def multi_scale_probs(logits_at: Callable[[float, bool], np.ndarray], *,
+                      scales: Sequence[float], flip: bool, heads: int = 1) -> np.ndarray:
+  """Multi-scale + flip (MF) probabilities (H, W, heads, C):
+
+      P = 1 / |S × F| · Σ_{s ∈ S, f ∈ F} softmax(resize_back(logits(image at s, f)))
+
+  with F = {no flip, flip} when `flip` (else {no flip}), softmax over each
+  head's C classes, averaged at the image's own resolution. `logits_at(s, f)`
+  is `scaled_logits` of one image."""
+  total, count = None, 0
+  for s in scales:
+    for f in ((False, True) if flip else (False,)):
+      lg = logits_at(s, f)
+      p = softmax(lg.reshape(*lg.shape[:2], heads, -1))
+      total = p if total is None else total + p
+      count += 1
+  return total / count

@@ -80,17 +80,49 @@ def train_rss(config, workdir, earlier=None):
   return semantic.train(config, workdir, make_loss=make_loss)
 
 
+def cold_stage(config) -> list[stages.Stage]:
+  """Stage "cold" (PSL on `config.cold_start`'s dataset) when `cold_start.root`
+  is set, else none; `cold_init` then points later stages at its params."""
+  cs = config.cold_start
+  if not cs.root:
+    return []
+  if config.init_from:
+    raise ValueError("config.cold_start.root trains a cold start and config.init_from "
+                     "loads one: set one of them.")
+  if not cs.name:
+    raise ValueError("config.cold_start.root needs config.cold_start.name (its data.name, "
+                     "e.g. mapillary).")
+  return [stages.Stage("cold", psl.train_and_evaluate,
+                       {"trainer": "psl", "data.name": cs.name, "data.root": cs.root},
+                       steps=cs.steps or None)]
+
+
+def cold_init(plan, overrides=None):
+  """Overrides of a stage after `plan`: `init_from` = stage cold's workdir."""
+  overrides = dict(overrides or {})
+  if not plan:
+    return overrides
+  return lambda earlier: {**overrides, "init_from": str(earlier["cold"].workdir)}
+
+
 def train_and_evaluate(config, workdir, earlier=None):
-  """Trains RSS; with `rss.compare_psl`, PSL on the same budget first (stage
-  `psl`, reused when finished) and RSS into WORKDIR/rss, then a comparison."""
+  """Trains RSS; with `cold_start.root`, PSL on that dataset first (stage
+  `cold`, its params start what follows); with `rss.compare_psl`, PSL on the
+  same budget first (stage `psl`) and RSS into WORKDIR/rss, then a comparison.
+  Finished stages are reused."""
   del earlier
-  if not config.rss.compare_psl:
+  cold = cold_stage(config)
+  if not config.rss.compare_psl and not cold:
     return train_rss(config, workdir)
   workdir = epath.Path(workdir)
-  plan = [stages.Stage("psl", psl.train_and_evaluate, {"trainer": "psl"}),
-          stages.Stage("rss", train_rss, final=True)]
+  plan = list(cold)
+  if config.rss.compare_psl:
+    plan.append(stages.Stage("psl", psl.train_and_evaluate, cold_init(cold, {"trainer": "psl"})))
+  plan.append(stages.Stage("rss", train_rss, cold_init(cold), final=True))
   runs = stages.run_stages(config, workdir, plan)
-  write_comparison(workdir, runs, title=f"RSS ({config.rss.level}-level) vs PSL")
+  runs.pop("cold", None)
+  if config.rss.compare_psl:
+    write_comparison(workdir, runs, title=f"RSS ({config.rss.level}-level) vs PSL")
   return runs["rss"]
 
 

@@ -79,26 +79,62 @@ def cold_start(params, config: ml_collections.ConfigDict):
   return merged
 
 
+EVAL_MODES = {"ss": ("",), "mf": ("", "mf")}
+
+
+def predictor(params, predict_fn, config, num_outputs: int, heads: int):
+  """image -> {"": single-scale (H, W, heads) class ids[, "mf": multi-scale +
+  flip ones]} at the image's own resolution (`semantic.scaled_logits`: the
+  image rescaled by `eval.image_scale` × each scale, sliding windows where it
+  is larger than the crop, logits resized back)."""
+  crop = tuple(config.eval.crop_size or config.data.crop_size)
+  stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
+  fn = functools.partial(predict_fn, params)
+
+  def predict(image):
+    image = np.asarray(image)
+    base = semantic.base_scale(image.shape[:2], config.eval.image_scale)
+    cache = {}
+
+    def logits_at(scale, flip):
+      if (scale, flip) not in cache:
+        cache[(scale, flip)] = semantic.scaled_logits(
+            fn, image, scale=base * scale, flip=flip, crop_size=crop, stride=stride,
+            num_classes=num_outputs, batch_size=config.eval.batch_size)
+      return cache[(scale, flip)]
+
+    ss = logits_at(1.0, False)
+    out = {"": ss.reshape(*ss.shape[:2], heads, -1).argmax(-1)}
+    if config.eval.mode == "mf":
+      out["mf"] = semantic.multi_scale_probs(logits_at, scales=tuple(config.eval.scales),
+                                             flip=config.eval.flip, heads=heads).argmax(-1)
+    return out
+
+  return predict
+
+
 def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
              panel_examples: int = 0, desc: str = "eval",
              heads: tuple[str, ...] = ("",), main_head: int = 0):
-  """Single-scale mIoU over `source`, sliding windows where an image is larger.
+  """mIoU over `source` at full label resolution, sliding windows where an
+  image is larger than the crop; with `eval.mode="mf"` also multi-scale + flip
+  (`miou_mf`, `pixel_acc_mf`, `mean_acc_mf`).
 
   `predict_fn` may return several predictions as `len(heads)` blocks of C
   logits (CiSS-Net's steps t = 0, 2, ...): each named head adds `miou_NAME`,
-  `pixel_acc_NAME` and `mean_acc_NAME`; the plain keys (and the panel) are
-  those of `heads[main_head]`. Examples with an "instances" map (ids > 0 per
-  object, Cityscapes-style) add the instance-level `iiou` of the main head.
-  With several processes each evaluates `cluster.share(n)` of the examples
-  and the integer counts are summed across them: the metrics equal the
-  one-process ones exactly. Returns (metrics dict, panel image (process 0)
-  or None).
+  `pixel_acc_NAME` and `mean_acc_NAME` (and `miou_mf_NAME`); the plain keys
+  (and the panel) are those of `heads[main_head]`. Examples with an
+  "instances" map (ids > 0 per object, Cityscapes-style) add the
+  instance-level single-scale `iiou` of the main head. With several processes
+  each evaluates `cluster.share(n)` of the examples and the integer counts are
+  summed across them: the metrics equal the one-process ones exactly.
+  Returns (metrics dict, panel image (process 0) or None).
   """
-  crop = tuple(config.eval.crop_size or config.data.crop_size)
-  stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
+  config_lib.check_choice("eval.mode", config.eval.mode, EVAL_MODES)
+  modes = EVAL_MODES[config.eval.mode]
   n = len(source) if not max_examples else min(max_examples, len(source))
   k = len(heads)
-  cms = np.zeros((k, info.num_classes, info.num_classes), np.int64)
+  cms = np.zeros((len(modes), k, info.num_classes, info.num_classes), np.int64)
   inst_keys, inst_rows = [], [np.zeros((0, 3), np.int64)]
   fps = np.zeros(info.num_classes, np.int64)
   # Spread the panel over the split: neighbouring video frames look alike.
@@ -107,15 +143,15 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
   mine = cluster.share(n)  # each process its share; the sums are combined below
   predicted = {}
 
+  predict_modes = predictor(params, predict_fn, config, k * info.num_classes, k)
+
   def predict(ex):
-    logits = semantic.sliding_window_logits(
-        functools.partial(predict_fn, params), ex["image"], crop_size=crop,
-        stride=stride, num_classes=k * info.num_classes, batch_size=config.eval.batch_size)
-    return logits.reshape(*logits.shape[:2], k, info.num_classes).argmax(-1)
+    return predict_modes(ex["image"])[""]
 
   for i in tqdm.tqdm(mine, desc=desc, leave=False, disable=not cluster.is_main()):
     ex = source[i]
-    preds = predict(ex)
+    by_mode = predict_modes(ex["image"])
+    preds = by_mode[""]
     label = np.asarray(ex["label"]).astype(np.int32)
     if "instances" in ex:  # instance ids (Cityscapes-style): iIoU of the main head
       inst, fp = semantic.instance_stats(preds[..., main_head], label, ex["instances"],
@@ -124,10 +160,11 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
       inst_keys.append(np.full(len(inst), i))
       inst_rows.append(inst)
       fps += fp
-    for h in range(k):
-      cms[h] += np.asarray(semantic.confusion_matrix(
-          preds[..., h], label, num_classes=info.num_classes,
-          ignore_index=info.ignore_index))
+    for m, mode in enumerate(modes):
+      for h in range(k):
+        cms[m, h] += np.asarray(semantic.confusion_matrix(
+            by_mode[mode][..., h], label, num_classes=info.num_classes,
+            ignore_index=info.ignore_index))
     if i in panel_ids and cluster.is_main():
       predicted[i] = (ex["image"], ex["label"], preds[..., main_head])
   cms, fps = cluster.sum_over_processes(cms), cluster.sum_over_processes(fps)
@@ -142,13 +179,15 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
     panel = plots.prediction_panel(*zip(*(predicted[i] for i in panel_ids)),
                                    num_classes=info.num_classes,
                                    ignore_index=info.ignore_index)
-  metrics = semantic.metrics_from_confusion(cms[main_head], info.class_names)
+  metrics = semantic.metrics_from_confusion(cms[0, main_head], info.class_names)
   if cluster.sum_over_processes(np.array([len(inst_keys)], np.int64))[0]:
     metrics.update(semantic.iiou_from_stats(inst, fps, info.num_classes, info.class_names))
-  for name, cm in zip(heads, cms):
-    if name:
-      m = semantic.metrics_from_confusion(cm)
-      metrics.update({f"{key}_{name}": m[key] for key in ("miou", "pixel_acc", "mean_acc")})
+  for mode, mode_cms in zip(modes, cms):
+    for h, (name, cm) in enumerate(zip(heads, mode_cms)):
+      suffix = "".join(f"_{x}" for x in (mode, name) if x)
+      if suffix and (name or h == main_head):
+        m = semantic.metrics_from_confusion(cm)
+        metrics.update({f"{key}{suffix}": m[key] for key in ("miou", "pixel_acc", "mean_acc")})
   return metrics, panel
 
 
