@@ -66,5 +66,6 @@ def get_config(arg=None):
     c.model.fpn_dim = c.model.head_dim = 16
     c.data.crop_size = c.eval.crop_size = (64, 64)
     c.ciss.trunk_steps = 4
+    c.ciss.steps = 2  # T unrolled in the compiled step (8 at paper scale)
     c.ciss.width, c.ciss.context_dim, c.ciss.policy_dim = 16, 8, 8
   return c

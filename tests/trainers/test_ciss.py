@@ -9,6 +9,7 @@ import pytest
 
 from jaxseg import config as config_lib
 from jaxseg import data as data_lib
+from jaxseg.data import mock_trees
 from jaxseg.data.errors import DataError
 from jaxseg.trainers import ciss, semantic
 
@@ -46,28 +47,37 @@ def test_bad_ciss_config_names_the_key(tiny_config, data_dir, override, match):
     ciss.make_loss(_config(tiny_config, data_dir, **override), model=None, info=Info)
 
 
-def test_trainer_runs_trunk_then_ciss_and_logs_every_step_t(tiny_config, data_dir, tmp_path):
-  c = _config(tiny_config, data_dir, **{"ciss.trunk_steps": 2, "ciss.eval_steps": (0, 2, 3)})
-  run = ciss.train_and_evaluate(c, str(tmp_path))
-  records = [json.loads(l) for l in (tmp_path / "ciss" / "metrics.jsonl").read_text().splitlines()]
+def test_cityscapes_config_runs_trunk_then_ciss_and_logs_every_step_t_and_iiou(tmp_path):
+  """configs/ciss_cityscapes.py:ciss,runlocal on a tree in Cityscapes' own layout."""
+  root = mock_trees.cityscapes(tmp_path / "data", size=(64, 128))
+  c = config_lib.load_config_file("configs/ciss_cityscapes.py", "ciss,runlocal")
+  c.update_from_flattened_dict({
+      "data.root": str(root), "ciss.trunk_steps": 2, "ciss.eval_steps": (0, 2, 3),
+      "total_steps": 4, "eval_every": 4, "checkpoint_every": 4, "eval.max_examples": 2,
+      "eval.panel_examples": 1, "batch_size": 8})  # 8 fake devices
+  work = tmp_path / "run"
+  run = ciss.train_and_evaluate(c, str(work))
+  records = [json.loads(l) for l in (work / "ciss" / "metrics.jsonl").read_text().splitlines()]
   val = [r for r in records if "val/miou" in r][-1]
   for t in (0, 2, 3):
     assert 0 <= val[f"val/miou_t{t}"] <= 1
   assert val["val/miou"] == val["val/miou_t2"]  # ciss.inference_steps
+  assert 0 <= val["val/iiou"] <= 1 and "val/iiou/car" in val
+  assert len([k for k in val if k.startswith("val/iou/")]) == 19
   train = [r for r in records if "train/loss" in r][-1]
   for key in ("train/reward", "train/value_loss", "train/policy_loss", "train/entropy",
               "train/keep_fraction", "train/ce_t0", "train/ce_t2", "train/return"):
     assert np.isfinite(train[key]), key
-  assert list((tmp_path / "ciss" / "panels").glob("*.png"))
+  assert list((work / "ciss" / "panels").glob("*.png"))
   # The trunk is the PSL checkpoint, unchanged by CiSS training (frozen).
   from jaxseg import checkpoint as ckpt_lib
-  trunk = ckpt_lib.load_params(tmp_path / "trunk")
+  trunk = ckpt_lib.load_params(work / "trunk")
   jax.tree.map(np.testing.assert_array_equal, run.params["trunk"],
                {k: v for k, v in trunk.items() if k in run.params["trunk"]})
   # A second command reuses the finished trunk and the finished CiSS run.
-  before = (tmp_path / "trunk" / "metrics.jsonl").read_text().count("train/loss")
-  ciss.train_and_evaluate(c, str(tmp_path))
-  assert (tmp_path / "trunk" / "metrics.jsonl").read_text().count("train/loss") == before
+  before = (work / "trunk" / "metrics.jsonl").read_text().count("train/loss")
+  ciss.train_and_evaluate(c, str(work))
+  assert (work / "trunk" / "metrics.jsonl").read_text().count("train/loss") == before
 
 
 def test_needs_a_trunk(tiny_config, data_dir, tmp_path):
@@ -80,7 +90,7 @@ def test_paper_configs_say_what_data_they_expect(name):
   c = config_lib.load_config_file(f"configs/{name}.py", "gated,gamma=0.3")
   assert c.trainer == "ciss" and c.ciss.entropy_coef == 0.001 and c.ciss.gamma == 0.3
   assert c.model.name == "pspnet" and c.optim.name == "sgd"
-  with pytest.raises(DataError, match="--config.data.name=folder"):
+  with pytest.raises(DataError, match=f"'{c.data.name}' dataset needs --config.data.root"):
     data_lib.get_source(c.data, "train")
 
 

@@ -1,12 +1,12 @@
 """The CamVid config trains on any folder dataset given only root and ignore."""
 import json
-import os
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
+from tests.conftest import one_device_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def test_psl_camvid_config_on_another_folder_dataset(tmp_path):
        f"--workdir={workdir}", f"--config.data.root={tmp_path / 'data'}",
        "--config.data.ignore_index=250"],
       cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})  # 1 device, as a user
+      env=one_device_env())  # 1 device, as a user
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   val = [r for r in records if "val/miou" in r][-1]

@@ -6,7 +6,6 @@ reductions, exactly equal sliding-window evaluation, SyncAN through `psum`
 inside `shard_map`, and one RSS (image level), CiSS and ACIS update. Every
 launch is time-bounded and its process group killed at the end."""
 import json
-import os
 import shutil
 import pathlib
 import signal
@@ -23,6 +22,7 @@ from jaxseg import checkpoint as ckpt_lib
 from jaxseg import config as config_lib
 from jaxseg import data as data_lib
 from jaxseg import parallel
+from tests.conftest import FAST_COMPILE, one_device_env
 
 from . import multiprocess_steps
 from .conftest import kill_group
@@ -34,7 +34,7 @@ TIMEOUT = 420
 
 
 def _env():
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the script sets it
+  env = one_device_env()  # the script adds the device count
   env["PYTHON"] = sys.executable
   return env
 
@@ -148,7 +148,7 @@ def test_reductions_eval_syncan_and_every_method_step_on_two_processes(tmp_path)
   out = tmp_path / "two.npz"
   procs = [subprocess.Popen(
       [sys.executable, "-m", "tests.trainers.multiprocess_steps", str(out)], cwd=ROOT,
-      env={**_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+      env={**_env(), "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
            "JAX_PROCESS_ID": str(i)},
       stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"p{i}.log", "w"),
