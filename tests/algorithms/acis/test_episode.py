@@ -32,7 +32,7 @@ def test_per_step_grads_is_one_step_bptt():
     total, grads, outs = ep.per_step_grads(step_loss, w, jnp.zeros(2), xs, unroll=unroll)
     ref_total, ref_grads = jax.value_and_grad(truncated)(w)
     np.testing.assert_allclose(total, ref_total, rtol=1e-5)
-    jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-5), grads, ref_grads)
+    jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6), grads, ref_grads)
     assert outs.shape == (5,)
 
 
