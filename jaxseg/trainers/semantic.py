@@ -94,16 +94,17 @@ def predictor(params, predict_fn, config, num_outputs: int, heads: int):
   def predict(image):
     image = np.asarray(image)
     base = semantic.base_scale(image.shape[:2], config.eval.image_scale)
-    cache = {}
+
+    def compute(scale, flip):
+      return semantic.scaled_logits(
+          fn, image, scale=base * scale, flip=flip, crop_size=crop, stride=stride,
+          num_classes=num_outputs, batch_size=config.eval.batch_size)
+
+    ss = compute(1.0, False)  # reused by MF; other passes are not kept (H·W·C each)
 
     def logits_at(scale, flip):
-      if (scale, flip) not in cache:
-        cache[(scale, flip)] = semantic.scaled_logits(
-            fn, image, scale=base * scale, flip=flip, crop_size=crop, stride=stride,
-            num_classes=num_outputs, batch_size=config.eval.batch_size)
-      return cache[(scale, flip)]
+      return ss if (scale, flip) == (1.0, False) else compute(scale, flip)
 
-    ss = logits_at(1.0, False)
     out = {"": ss.reshape(*ss.shape[:2], heads, -1).argmax(-1)}
     if config.eval.mode == "mf":
       out["mf"] = semantic.multi_scale_probs(logits_at, scales=tuple(config.eval.scales),

@@ -22,7 +22,7 @@ from jaxseg import checkpoint as ckpt_lib
 from jaxseg import config as config_lib
 from jaxseg import data as data_lib
 from jaxseg import parallel
-from tests.conftest import FAST_COMPILE, one_device_env
+from tests.conftest import one_device_env
 
 from . import multiprocess_steps
 from .conftest import kill_group
@@ -148,7 +148,7 @@ def test_reductions_eval_syncan_and_every_method_step_on_two_processes(tmp_path)
   out = tmp_path / "two.npz"
   procs = [subprocess.Popen(
       [sys.executable, "-m", "tests.trainers.multiprocess_steps", str(out)], cwd=ROOT,
-      env={**_env(), "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
+      env={**_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
            "JAX_PROCESS_ID": str(i)},
       stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"p{i}.log", "w"),
