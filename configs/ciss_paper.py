@@ -18,11 +18,13 @@ VOCdevkit/VOC2010 (Pascal Context, 60 classes with background); see jaxseg/data/
 """
 from jaxseg import config as config_lib
 
-# dataset -> (crop, base lr, PSPNet depth, steps); the paper's Sec. 3.2.
+# dataset -> (crop, base lr, PSPNet depth, steps); the paper's Sec. 3.2. Its crops,
+# 473 and 713 (8k + 1, for align-corners resizing), are 480 and 720 here: jaxseg's
+# PSPNet at output stride 8 takes multiples of 8.
 DATASETS = {
-    "ade20k": ((473, 473), 2e-3, "resnet50", 150_000),
-    "cityscapes": ((713, 713), 5e-4, "resnet101", 90_000),
-    "pascal_context60": ((473, 473), 5e-4, "resnet50", 60_000),
+    "ade20k": ((480, 480), 2e-3, "resnet50", 150_000),
+    "cityscapes": ((720, 720), 5e-4, "resnet101", 90_000),
+    "pascal_context60": ((480, 480), 5e-4, "resnet50", 60_000),
 }
 
 

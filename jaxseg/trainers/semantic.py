@@ -52,12 +52,13 @@ def class_weights(c: ml_collections.ConfigDict, source, info) -> tuple[float, ..
 
 def validate_config(c: ml_collections.ConfigDict, info, mesh) -> None:
   """Checks that need the data: fail with the culprit key before compiling."""
-  if c.model.name == "sfpnext":
+  stride = {"sfpnext": 32, "pspnet": 8}.get(c.model.name)
+  if stride:
     for name, size in (("data.crop_size", c.data.crop_size),
                        ("eval.crop_size", c.eval.crop_size or c.data.crop_size)):
-      if any(s % 32 for s in size):
-        raise ValueError(f"config.{name}={tuple(size)} must be divisible by 32 "
-                         "(the backbone's output stride).")
+      if any(s % stride for s in size):
+        raise ValueError(f"config.{name}={tuple(size)} must be divisible by {stride} "
+                         f"(the {c.model.name} backbone's output stride).")
   parallel.check_batch_size(c.batch_size, mesh)
   if c.data.class_weights is not None and len(c.data.class_weights) != info.num_classes:
     raise ValueError(f"config.data.class_weights has {len(c.data.class_weights)} "
