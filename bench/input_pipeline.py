@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import time
 
 import jax
@@ -35,6 +34,8 @@ from jaxseg import config as config_lib
 from jaxseg.data import get_source, mock_trees, pascal, train_dataset_from_config
 from jaxseg.trainers import psl
 from jaxseg.trainers import step as step_lib
+
+import train_step  # bench/train_step.py, beside this script
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 # config (file, arg) -> (writer, split sizes, image size (H, W))
@@ -102,18 +103,8 @@ def time_step(config, num_classes: int, steps: int = 2, batch: int = 2) -> dict:
   rng = np.random.default_rng(0)
   data = {"image": jnp.asarray(rng.integers(0, 255, (batch, h, w, 3), dtype=np.uint8)),
           "label": jnp.asarray(rng.integers(0, num_classes, (batch, h, w), dtype=np.int32))}
-  t0 = time.perf_counter()
-  compiled = update.lower(state, data).compile()
-  compile_s = time.perf_counter() - t0
-  state, m, _ = compiled(state, data)
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, m, _ = compiled(state, data)
-    jax.block_until_ready((state, m))
-    times.append(time.perf_counter() - t0)
-  return {"step_images_per_s": batch / statistics.median(times), "step_batch": batch,
+  step_ms, compile_s = train_step.time_update(update, state, data, steps)
+  return {"step_images_per_s": batch / step_ms * 1000, "step_batch": batch,
           "step_compile_s": compile_s}
 
 

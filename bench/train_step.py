@@ -75,6 +75,23 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
 METHODS = ("psl", "rss_pixel", "rss_image", "rss_recipe", "ciss_t2")
 
 
+def time_update(update, state, batch, steps: int) -> tuple[float, float]:
+  """(median step ms after a warm-up step, compile s) of a jitted, donated
+  `update(state, batch) -> (state, metrics, _)`."""
+  t0 = time.perf_counter()
+  compiled = update.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  state, m, _ = compiled(state, batch)  # warm-up
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, m, _ = compiled(state, batch)
+    jax.block_until_ready((state, m))
+    times.append(time.perf_counter() - t0)
+  return 1000 * statistics.median(times), compile_s
+
+
 def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
   c, h, w, b = jax_config(name)
   if method == "ciss_t2":
@@ -104,18 +121,7 @@ def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") 
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.integers(0, 255, (b, h, w, 3), dtype=np.uint8)),
            "label": jnp.asarray(rng.integers(0, num_classes, (b, h, w), dtype=np.int32))}
-  t0 = time.perf_counter()
-  compiled = update.lower(state, batch).compile()
-  compile_s = time.perf_counter() - t0
-  state, m, _ = compiled(state, batch)  # warm-up
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, m, _ = compiled(state, batch)
-    jax.block_until_ready((state, m))
-    times.append(time.perf_counter() - t0)
-  step_ms = 1000 * statistics.median(times)
+  step_ms, compile_s = time_update(update, state, batch, steps)
   return {"name": name, "framework": "jax", "method": method, "height": h, "width": w, "batch": b,
           "step_ms": step_ms, "images_per_s": b / step_ms * 1000,
           "compile_s": compile_s}
