@@ -27,13 +27,11 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxseg import algorithms, models, optim
+from jaxseg import models, optim
 from jaxseg import config as config_lib
 from jaxseg.data import get_source, mock_trees, pascal, train_dataset_from_config
 from jaxseg.trainers import psl
-from jaxseg.trainers import step as step_lib
 
 import train_step  # bench/train_step.py, beside this script
 
@@ -97,13 +95,9 @@ def time_step(config, num_classes: int, steps: int = 2, batch: int = 2) -> dict:
     ignore_index, class_weights = 255, None
   Info.num_classes = num_classes
   loss_fn = psl.make_loss(c, model=model, info=Info)
-  update = jax.jit(step_lib.make_update(algorithms.as_grads_fn(loss_fn), tx, schedule),
-                   donate_argnums=0)
-  state = step_lib.init_state(params, tx=tx, rng=jax.random.key(1))
-  rng = np.random.default_rng(0)
-  data = {"image": jnp.asarray(rng.integers(0, 255, (batch, h, w, 3), dtype=np.uint8)),
-          "label": jnp.asarray(rng.integers(0, num_classes, (batch, h, w), dtype=np.int32))}
-  step_ms, compile_s = train_step.time_update(update, state, data, steps)
+  step_ms, compile_s = train_step.time_loss(loss_fn, params, tx, schedule, batch=batch,
+                                            height=h, width=w, num_classes=num_classes,
+                                            steps=steps)
   return {"step_images_per_s": batch / step_ms * 1000, "step_batch": batch,
           "step_compile_s": compile_s}
 

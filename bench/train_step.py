@@ -75,6 +75,20 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
 METHODS = ("psl", "rss_pixel", "rss_image", "rss_recipe", "ciss_t2")
 
 
+def time_loss(loss_fn, params, tx, schedule, *, batch: int, height: int, width: int,
+              num_classes: int, steps: int) -> tuple[float, float]:
+  """(median step ms after a warm-up step, compile s) of the trainer's jitted,
+  donated update of `loss_fn` on a fixed random batch."""
+  update = jax.jit(step_lib.make_update(algorithms.as_grads_fn(loss_fn), tx, schedule),
+                   donate_argnums=0)
+  state = step_lib.init_state(params, tx=tx, rng=jax.random.key(1))
+  rng = np.random.default_rng(0)
+  data = {"image": jnp.asarray(rng.integers(0, 255, (batch, height, width, 3), dtype=np.uint8)),
+          "label": jnp.asarray(rng.integers(0, num_classes, (batch, height, width),
+                                            dtype=np.int32))}
+  return time_update(update, state, data, steps)
+
+
 def time_update(update, state, batch, steps: int) -> tuple[float, float]:
   """(median step ms after a warm-up step, compile s) of a jitted, donated
   `update(state, batch) -> (state, metrics, _)`."""
@@ -115,13 +129,8 @@ def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") 
     c.rss.num_samples = 4
   make_loss = {"psl": psl.make_loss, "ciss_t2": ciss.make_loss}.get(method, rss.make_loss)
   loss_fn = make_loss(c, model=model, info=_Info(num_classes))
-  update = jax.jit(step_lib.make_update(algorithms.as_grads_fn(loss_fn), tx, schedule),
-                   donate_argnums=0)
-  state = step_lib.init_state(params, tx=tx, rng=jax.random.key(1))
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.integers(0, 255, (b, h, w, 3), dtype=np.uint8)),
-           "label": jnp.asarray(rng.integers(0, num_classes, (b, h, w), dtype=np.int32))}
-  step_ms, compile_s = time_update(update, state, batch, steps)
+  step_ms, compile_s = time_loss(loss_fn, params, tx, schedule, batch=b, height=h, width=w,
+                                 num_classes=num_classes, steps=steps)
   return {"name": name, "framework": "jax", "method": method, "height": h, "width": w, "batch": b,
           "step_ms": step_ms, "images_per_s": b / step_ms * 1000,
           "compile_s": compile_s}
