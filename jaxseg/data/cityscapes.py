@@ -76,9 +76,10 @@ def cityscapes(root, split: str, *, resize=None, cache: bool | None = None
   for city in sorted(p for p in image_split.iterdir() if p.is_dir()):
     images = layouts.files_in(city, "_leftImg8bit.png")
     label_dir = label_split / city.name
-    labels = layouts.files_in(label_dir, "_gtFine_labelIds.png") if label_dir.is_dir() else {}
-    instances = (layouts.files_in(label_dir, "_gtFine_instanceIds.png")
-                 if label_dir.is_dir() else {})
+    labels, instances = {}, {}
+    if label_dir.is_dir():
+      labels = layouts.files_in(label_dir, "_gtFine_labelIds.png")
+      instances = layouts.files_in(label_dir, "_gtFine_instanceIds.png")
     stems = sorted(images)
     found = layouts.pair_listed(stems, images, labels, where=str(city))
     pairs += [folder.FilePair(p.name, p.image, p.label, instances.get(p.name))

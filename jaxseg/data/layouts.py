@@ -146,15 +146,12 @@ def files_in(folder_path: pathlib.Path, suffix: str) -> dict[str, pathlib.Path]:
 def pair_listed(stems: Sequence[str], images: dict[str, pathlib.Path],
                 labels: dict[str, pathlib.Path], *, where: str) -> list[folder.FilePair]:
   """Pairs for `stems`, failing on the first stem without an image or label."""
-  pairs = []
   for what, files in (("image", images), ("label", labels)):
     missing = [s for s in stems if s not in files]
     if missing:
       raise DataError(f"{len(missing)} example(s) listed in {where} have no {what} file: "
                       f"{folder._listing(missing)}")  # pylint: disable=protected-access
-  for s in stems:
-    pairs.append(folder.FilePair(s, images[s], labels[s]))
-  return pairs
+  return [folder.FilePair(s, images[s], labels[s]) for s in stems]
 
 
 class EncodedSource(folder._PairedSource):  # pylint: disable=protected-access

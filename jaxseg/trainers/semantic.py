@@ -92,7 +92,7 @@ def predictor(params, predict_fn, config, num_outputs: int, heads: int):
   stride = tuple(max(1, int(s * config.eval.stride_fraction)) for s in crop)
   fn = functools.partial(predict_fn, params)
 
-  def predict(image):
+  def predict(image, multi_scale: bool = config.eval.mode == "mf"):
     image = np.asarray(image)
     base = semantic.base_scale(image.shape[:2], config.eval.image_scale)
 
@@ -107,7 +107,7 @@ def predictor(params, predict_fn, config, num_outputs: int, heads: int):
       return ss if (scale, flip) == (1.0, False) else compute(scale, flip)
 
     out = {"": ss.reshape(*ss.shape[:2], heads, -1).argmax(-1)}
-    if config.eval.mode == "mf":
+    if multi_scale:
       out["mf"] = semantic.multi_scale_probs(logits_at, scales=tuple(config.eval.scales),
                                              flip=config.eval.flip, heads=heads).argmax(-1)
     return out
@@ -147,9 +147,6 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
 
   predict_modes = predictor(params, predict_fn, config, k * info.num_classes, k)
 
-  def predict(ex):
-    return predict_modes(ex["image"])[""]
-
   for i in tqdm.tqdm(mine, desc=desc, leave=False, disable=not cluster.is_main()):
     ex = source[i]
     by_mode = predict_modes(ex["image"])
@@ -177,7 +174,7 @@ def evaluate(params, *, predict_fn, source, info, config, max_examples: int = 0,
     for i in panel_ids:
       if i not in predicted:
         ex = source[i]
-        predicted[i] = (ex["image"], ex["label"], predict(ex)[..., main_head])
+        predicted[i] = (ex["image"], ex["label"], predict_modes(ex["image"], multi_scale=False)[""][..., main_head])
     panel = plots.prediction_panel(*zip(*(predicted[i] for i in panel_ids)),
                                    num_classes=info.num_classes,
                                    ignore_index=info.ignore_index)
