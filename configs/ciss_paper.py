@@ -8,9 +8,10 @@ configs/ciss_ade20k.py, ciss_cityscapes.py and ciss_pascal_context.py are this
 file with the dataset filled in. VARIANT is baseline | pmap | gated | ciss
 (Tab. 4); options `gamma=G` (Tab. 2: 0.1, 0.3, 0.9), `entropy=L` (Tab. 3: λ2 in
 0.001 … 0.05), `trunk=DIR`. The trunk is a dilated-ResNet PSPNet trained by PSL
-(ResNet-101 on Cityscapes, ResNet-50 otherwise), the first stage of the same
-command unless `trunk=DIR` names one. The paper's numbers used ImageNet- and
-dataset-pretrained PSPNets, which jaxseg does not ship. Optimiser as the
+(ResNet-101 on Cityscapes, ResNet-50 otherwise; the deep-stem ResNetV1c of
+mmsegmentation's PSPNets), the first stage of the same command unless `trunk=DIR`
+names one. It starts from ImageNet weights: `--config.model.pretrained=FILE`, timm's
+`resnet50c.gluon_in1k` / `resnet101c.gluon_in1k` (the run says which when unset). Optimiser as the
 authors': SGD with momentum, poly decay, the Bias and Context Nets at 1/10 of
 the Base Net's learning rate. Data: `--config.data.root=` ADEChallengeData2016,
 the Cityscapes folder (leftImg8bit/, gtFine/; `val/iiou` from the instance ids) or
@@ -22,9 +23,9 @@ from jaxseg import config as config_lib
 # 473 and 713 (8k + 1, for align-corners resizing), are 480 and 720 here: jaxseg's
 # PSPNet at output stride 8 takes multiples of 8.
 DATASETS = {
-    "ade20k": ((480, 480), 2e-3, "resnet50", 150_000),
-    "cityscapes": ((720, 720), 5e-4, "resnet101", 90_000),
-    "pascal_context60": ((480, 480), 5e-4, "resnet50", 60_000),
+    "ade20k": ((480, 480), 2e-3, "resnet50c", 150_000),
+    "cityscapes": ((720, 720), 5e-4, "resnet101c", 90_000),
+    "pascal_context60": ((480, 480), 5e-4, "resnet50c", 60_000),
 }
 
 
@@ -44,6 +45,9 @@ def get_config(arg=None):
   c.data.scale_range = (0.5, 2.0)
   c.model.name = "pspnet"
   c.model.backbone = depth
+  c.model.norm = "affine"  # the ImageNet BatchNorm, folded
+  c.model.pretrained_source = (f"timm/{depth}.gluon_in1k: model.safetensors of "
+                               f"https://huggingface.co/timm/{depth}.gluon_in1k")
   c.model.fpn_dim = 512  # PPM branches
   c.model.head_dim = 512  # X
   c.optim.name = "sgd"
@@ -64,7 +68,8 @@ def get_config(arg=None):
   config_lib.apply_options(c, args, config_lib.CISS_OPTIONS)
   if "runlocal" in args:
     c = config_lib.runlocal(c)
-    c.model.backbone = "resnet_debug"
+    c.model.backbone = "resnet_test"
+    c.model.pretrained = config_lib.weight_fixture("resnet_test")
     c.model.fpn_dim = c.model.head_dim = 16
     c.data.crop_size = c.eval.crop_size = (64, 64)
     c.ciss.trunk_steps = 4

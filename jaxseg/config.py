@@ -51,6 +51,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.1
   c.model.dtype = "float32"
   c.model.depthwise_impl = "auto"  # auto | shift (fast on CPU) | lax (grouped conv)
+  c.model.norm = "group"  # ResNets: group | affine (imported BatchNorm, folded)
+  # Backbone weights (jaxseg.models.weights): a .safetensors / .pth / .bin file in
+  # timm's names, or a jaxseg checkpoint dir; "none" = from scratch on purpose.
+  c.model.pretrained = ""
+  c.model.pretrained_source = ""  # what a paper config expects (named in its error)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"  # adamw | sgd
@@ -182,6 +187,13 @@ def default_config() -> ml_collections.ConfigDict:
   # test resize), predictions resized back to the full-resolution label; None = as is.
   c.eval.image_scale = ml_collections.FieldReference(None, field_type=tuple)
   return c
+
+
+def weight_fixture(name: str) -> str:
+  """A tiny timm-named weights file of tests/fixtures/weights/ (a `*_test` model
+  size), for the `runlocal` variants of configs that start from pretrained weights."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  return str(root / "tests" / "fixtures" / "weights" / f"{name}.safetensors")
 
 
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -46,9 +46,12 @@ CONVNEXT_V2_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "nano": ((2, 2, 8, 2), (80, 160, 320, 640)),
     "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
     "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
     # Not a paper model: one block per stage, for `runlocal` configs and tests
     # (compiles in a few seconds on a laptop CPU).
     "debug": ((1, 1, 1, 1), (16, 32, 64, 128)),
+    # The weight-import fixtures' size (tests/fixtures/weights/).
+    "test": ((1, 1, 2, 1), (8, 16, 32, 64)),
 }
 
 DEPTHWISE_IMPLS = ("auto", "shift", "lax")

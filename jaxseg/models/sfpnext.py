@@ -46,25 +46,50 @@ def upsample2x(x: Array) -> Array:
   return resize_bilinear(x, 2 * x.shape[1], 2 * x.shape[2])
 
 
+class Affine(nn.Module):
+  """Per-channel `x · scale + bias`: a BatchNorm in inference form, i.e. its
+  statistics folded in (`scale = γ/√(σ² + ε)`, `bias = β − μ·scale`), trainable
+  as frozen BatchNorm with a learnt affine. The same parameter names as
+  GroupNorm's."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    return x * scale.astype(self.dtype) + bias.astype(self.dtype)
+
+
+NORMS = ("group", "affine")
+
+
 class ConvNormAct(nn.Module):
-  """conv (k×k, stride, dilation) → GroupNorm (groups of `group_size` channels
-  when set, else up to 32 groups) → ReLU (optional)."""
+  """conv (k×k, stride, dilation, PyTorch's symmetric padding d·(k−1)/2) →
+  norm → ReLU (optional). `norm` "group": GroupNorm (groups of `group_size`
+  channels when set, else up to 32 groups); "affine": `Affine`, for backbones
+  whose pretrained BatchNorm was folded in on import."""
   features: int
   kernel: int = 3
   stride: int = 1
   dilation: int = 1
   act: bool = True
   group_size: int = 0
+  norm: str = "group"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
+    pad = self.dilation * (self.kernel - 1) // 2
     x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
-                padding="SAME", kernel_dilation=self.dilation, use_bias=False,
-                dtype=self.dtype, name="conv")(x)
-    groups = (max(1, self.features // self.group_size) if self.group_size
-              else num_groups(self.features))
-    x = nn.GroupNorm(num_groups=groups, dtype=self.dtype, name="norm")(x)
+                padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
+                use_bias=False, dtype=self.dtype, name="conv")(x)
+    if self.norm == "affine":
+      x = Affine(dtype=self.dtype, name="norm")(x)
+    else:
+      groups = (max(1, self.features // self.group_size) if self.group_size
+                else num_groups(self.features))
+      x = nn.GroupNorm(num_groups=groups, dtype=self.dtype, name="norm")(x)
     return nn.relu(x) if self.act else x
 
 

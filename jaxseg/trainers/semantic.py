@@ -32,6 +32,7 @@ from jaxseg import parallel
 from jaxseg import plots
 from jaxseg.data import statistics as data_statistics
 from jaxseg.evaluation import semantic
+from jaxseg.models import weights
 from jaxseg.trainers import cluster
 from jaxseg.trainers import loop
 
@@ -52,14 +53,16 @@ def class_weights(c: ml_collections.ConfigDict, source, info) -> tuple[float, ..
 
 def validate_config(c: ml_collections.ConfigDict, info, mesh) -> None:
   """Checks that need the data: fail with the culprit key before compiling."""
-  stride = {"sfpnext": 32, "pspnet": 8}.get(c.model.name)
-  if stride:
+  stride = models_lib.model_stride(c.model)
+  if stride > 1:
     for name, size in (("data.crop_size", c.data.crop_size),
                        ("eval.crop_size", c.eval.crop_size or c.data.crop_size)):
       if any(s % stride for s in size):
         raise ValueError(f"config.{name}={tuple(size)} must be divisible by {stride} "
                          f"(the {c.model.name} backbone's output stride).")
   parallel.check_batch_size(c.batch_size, mesh)
+  if not c.init_from:
+    weights.check_pretrained(c.model)
   if c.data.class_weights is not None and len(c.data.class_weights) != info.num_classes:
     raise ValueError(f"config.data.class_weights has {len(c.data.class_weights)} "
                      f"entries; the dataset has {info.num_classes} classes.")
@@ -69,14 +72,16 @@ def validate_config(c: ml_collections.ConfigDict, info, mesh) -> None:
 
 
 def cold_start(params, config: ml_collections.ConfigDict):
-  """Params of `config.init_from` merged into `params` (classifier re-initialised)."""
+  """Params of `config.init_from` merged into `params` (classifier re-initialised);
+  else the backbone from `config.model.pretrained` (jaxseg.models.weights)."""
   if not config.init_from:
-    return params
+    return weights.load_pretrained(params, config.model)
   loaded = ckpt_lib.load_params(config.init_from)
   merged, reinit = ckpt_lib.merge_init(
       params, loaded, reinit_pattern=models_lib.CLASSIFIER_PATTERN)
-  logging.info("cold start from %s; re-initialised: %s", config.init_from,
-               reinit or "nothing")
+  logging.info("cold start from %s; re-initialised: %s%s", config.init_from,
+               reinit or "nothing", "; model.pretrained not used" if
+               config.model.pretrained not in ("", "none") else "")
   return merged
 
 

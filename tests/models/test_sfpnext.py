@@ -114,8 +114,10 @@ def test_param_count():
 def test_unknown_names_raise():
   with pytest.raises(ValueError, match="linear.*sfpnext|sfpnext.*linear"):
     models.build_model(_config(name="deeplab"), 3)
-  with pytest.raises(ValueError, match="convnext_v2_nano"):
-    models.build_model(_config(backbone="resnet50"), 3)
+  with pytest.raises(ValueError, match="convnext_v2_nano"):  # a ViT has no pyramid
+    models.build_model(_config(backbone="vit_base_patch16"), 3)
+  with pytest.raises(ValueError, match="ResNet backbones only"):
+    models.build_model(_config(norm="affine"), 3)
   with pytest.raises(ValueError, match="bfloat16"):
     models.build_model(_config(dtype="float16"), 3)
 
