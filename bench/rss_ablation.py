@@ -36,6 +36,7 @@ from jaxseg import checkpoint as ckpt_lib
 from jaxseg import config as config_lib
 from jaxseg import data as data_lib
 from jaxseg import models, plots, rewards, trainers
+from jaxseg.models import weights
 from jaxseg.trainers import writer as writer_lib
 
 ROOT = harness.ROOT
@@ -65,6 +66,12 @@ ROWS = {
     **{f"lr{f}": ("psr_single_psd,lr_factor=" + str(f), {}) for f in (1, 4, 40, 400)},
     # Cold start from PSL on the embedded dataset (trained first, see --cold-steps).
     "cold_psr_single_psd": ("psr_single_psd,cold=COLD", {}),
+    # The recipe from that PSL run (issue 17): the whole model but the classifier
+    # (init_from), its backbone from the checkpoint, and the same backbone exported
+    # in timm's names and re-imported (model.pretrained); the last two must agree.
+    "cold_psr_class": ("psr_class,cold=COLD", {}),
+    "pre_ckpt_psr_class": ("psr_class", {"model.pretrained": "COLD"}),
+    "pre_timm_psr_class": ("psr_class", {"model.pretrained": "COLD/backbone_timm.safetensors"}),
     # jaxseg's recipe and one component changed at a time (docs/rss_image_level.md).
     "psr_class": ("psr_class", {}),
     "psr_class_noeps": ("psr_class", {"rss.explore_eps": 0.0}),
@@ -104,6 +111,7 @@ def cold_start_checkpoint(out: pathlib.Path, steps: int) -> pathlib.Path:
   c.eval_every = c.checkpoint_every = steps
   workdir = out / "cold_source_psl_embedded"
   trainers.get_trainer("psl")(c, str(workdir))
+  weights.main(["export", str(workdir), str(workdir / "backbone_timm.safetensors")])
   return workdir
 
 
@@ -120,7 +128,8 @@ def run_row(name: str, seed: int, workdir: pathlib.Path, args,
     c.data.resize = args.resize
     c.data.crop_size = tuple(s * 4 // 5 // 32 * 32 for s in args.resize)
     c.eval.crop_size = tuple(-(-s // 32) * 32 for s in args.resize)
-  c.update_from_flattened_dict(overrides)
+  c.update_from_flattened_dict({k: v.replace("COLD", str(cold)) if isinstance(v, str) else v
+                                for k, v in overrides.items()})
   t0 = time.time()
   run = trainers.get_trainer(c.trainer)(c, str(workdir))
   return {"row": name, "seed": seed, "steps": run.step,
@@ -225,7 +234,7 @@ def main():
   args.out.mkdir(parents=True, exist_ok=True)
   rows = harness.parse_rows(p, args, ROWS)
   cold = cold_start_checkpoint(args.out, args.cold_steps) if any(
-      r.startswith("cold") for r in rows) and not args.summary_only else None
+      r.startswith(("cold", "pre_")) for r in rows) and not args.summary_only else None
   _, table = harness.run_rows(
       rows, lambda r, seed, workdir: run_row(r, seed, workdir, args, cold),
       lambda results: write_summary(args.out, results, args), out=args.out,

@@ -8,12 +8,14 @@ Rows (all with AdamW and the full jitted, donated update the trainer uses):
   linear_nano_96x128    ConvNeXt-V2-nano + 1×1 head, 96×128, batch 8
   linear_nano_512       ConvNeXt-V2-nano + 1×1 head, 512×512, batch 2
   camvid_cpu            configs/psl_camvid.py's model, crop and batch
+  deeplabv3_r101_512    DeepLabV3 + ResNet-101c (output stride 8, ASPP 512), 512×512, batch 2
+  segmenter_vitb_512    Segmenter + ViT-B/16, 512×512, batch 2
+  segmenter_vitl_512    Segmenter + ViT-L/16 (configs/rss_pascal.py:model=segmenter)
 
-With `--torch` (needs `pip install torch==2.13.0`), the ConvNeXt-V2-nano +
-1×1 head rows are also timed in PyTorch on the same machine in the same run, as
-the reference the issue names (timm's `convnextv2_nano` features + a 1×1 head,
-AdamW, 2 threads), re-implemented in plain torch below so that no timm or
-torchvision install is needed; the table then shows JAX's speed-up.
+With `--torch` (needs `pip install torch==2.13.0`; timm for the Tab. 4 rows), the
+ConvNeXt-V2-nano + 1×1 head rows and the Tab. 4 rows are also timed in PyTorch on
+the same machine in the same run (bench/torch_reference.py: the same
+architectures, AdamW, 2 threads); the ratio column is torch ms / jax ms.
 
 With `--rss`, every row is also timed with the RSS losses on the same model,
 batch and labels, in the same run: pixel-level (N=4, SyncAN), the paper's
@@ -58,12 +60,28 @@ class _Info:
     self.num_classes = num_classes
 
 
+# RSS Tab. 4's other models (as configs/rss_pascal.py's `model=` options, no drop
+# path or dropout so that the PyTorch equivalents do the same work).
+TAB4_ROWS = {
+    "deeplabv3_r101_512": {"name": "deeplabv3", "backbone": "resnet101c", "norm": "affine",
+                           "fpn_dim": 512, "dropout": 0.0},
+    "segmenter_vitb_512": {"name": "segmenter", "backbone": "vit_base_patch16",
+                           "drop_path_rate": 0.0, "dropout": 0.0},
+    "segmenter_vitl_512": {"name": "segmenter", "backbone": "vit_large_patch16",
+                           "drop_path_rate": 0.0, "dropout": 0.0},
+}
+TORCH_ROWS = ("linear_nano_96x128", "linear_nano_512", *TAB4_ROWS)
+
+
 def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
   c = config_lib.default_config()
   c.optim.warmup_steps = 0
   if name == "camvid_cpu":
     c = config_lib.load_config_file(CONFIGS / "psl_camvid.py")
     return c, *c.data.crop_size, c.batch_size
+  if name in TAB4_ROWS:
+    c.model.update(TAB4_ROWS[name])
+    return c, 512, 512, 2
   c.model.backbone = "convnext_v2_nano"
   if name == "sfpnext_nano_512":
     c.model.name = "sfpnext"
@@ -137,68 +155,13 @@ def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") 
 
 
 def time_torch(name: str, steps: int, num_classes: int = 19) -> dict | None:
-  """Plain-torch ConvNeXt-V2-nano (the timm architecture) + 1×1 head, AdamW."""
+  """The PyTorch equivalent of a row (bench/torch_reference.py), None without torch."""
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-    from torch import nn  # pylint: disable=g-import-not-at-top
-    import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+    import torch_reference  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
-  torch.set_num_threads(2)
   _, h, w, b = jax_config(name)
-
-  class LN2d(nn.LayerNorm):
-    def forward(self, x):
-      return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-  class GRN(nn.Module):
-    def __init__(self, dim):
-      super().__init__()
-      self.gamma = nn.Parameter(torch.zeros(dim))
-      self.beta = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x):  # NHWC
-      gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
-      nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
-      return self.gamma * (x * nx) + self.beta + x
-
-  class Block(nn.Module):
-    def __init__(self, dim):
-      super().__init__()
-      self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
-      self.norm = nn.LayerNorm(dim, eps=1e-6)
-      self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
-      self.grn = GRN(4 * dim)
-
-    def forward(self, x):
-      y = self.dw(x).permute(0, 2, 3, 1)
-      y = self.fc2(self.grn(F.gelu(self.fc1(self.norm(y)))))
-      return x + y.permute(0, 3, 1, 2)
-
-  depths, dims = (2, 2, 8, 2), (80, 160, 320, 640)
-  layers = [nn.Conv2d(3, dims[0], 4, 4), LN2d(dims[0], eps=1e-6)]
-  for i, (d, dim) in enumerate(zip(depths, dims)):
-    if i:
-      layers += [LN2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dim, 2, 2)]
-    layers += [Block(dim) for _ in range(d)]
-  net = nn.Sequential(*layers, nn.Conv2d(dims[-1], num_classes, 1))
-  opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.05)
-  x = torch.randn(b, 3, h, w)
-  y = torch.randint(0, num_classes, (b, h, w))
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    logits = F.interpolate(net(x), size=(h, w), mode="bilinear", align_corners=False)
-    F.cross_entropy(logits, y, ignore_index=255).backward()
-    opt.step()
-
-  step()
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  step_ms = 1000 * statistics.median(times)
+  step_ms = torch_reference.time_step(name, h, w, b, steps, num_classes)
   return {"name": name, "framework": "torch", "method": "psl", "height": h, "width": w, "batch": b,
           "step_ms": step_ms, "images_per_s": b / step_ms * 1000, "compile_s": 0.0}
 
@@ -213,7 +176,7 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=5)
   args = p.parse_args()
   names = args.only or ["camvid_cpu", "linear_nano_96x128", "linear_nano_512",
-                        "sfpnext_nano_512"]
+                        "sfpnext_nano_512", "deeplabv3_r101_512", "segmenter_vitb_512"]
   records = []
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
         f"({jax.device_count()} device(s))", flush=True)
@@ -227,7 +190,7 @@ def main() -> None:
       rows += [time_jax(name, args.steps, method=m) for m in METHODS[1:4]]
     if args.ciss:
       rows.append(time_jax(name, args.steps, method="ciss_t2"))
-    if args.torch and name.startswith("linear"):
+    if args.torch and name in TORCH_ROWS:
       ref = time_torch(name, args.steps)
       if ref is None:
         print("torch is not installed: pip install torch==2.13.0", file=sys.stderr)

@@ -144,6 +144,16 @@ def export_backbone(backbone_params, family: str, *, conv_mlp: bool = True) -> d
   return out
 
 
+def family_of(backbone_params) -> str:
+  """The name-map family of a jaxseg backbone param tree."""
+  keys = set(backbone_params)
+  for family, marker in (("convnext_v2", "stem_conv"), ("vit", "patch_embed"),
+                         ("resnet", "stem0")):
+    if marker in keys:
+      return family
+  raise WeightImportError(f"not a ConvNeXt-V2, ResNet or ViT backbone: {sorted(keys)[:8]}")
+
+
 def save_safetensors(tensors: dict[str, np.ndarray], path) -> None:
   from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
   p = epath.Path(path)
@@ -199,3 +209,25 @@ def load_pretrained(params, model: ml_collections.ConfigDict):
   config_lib.check_choice("model.backbone", model.backbone, models.backbone_names(family))
   return {**params, "backbone": jax.tree.map(
       lambda new, old: np.asarray(new, np.asarray(old).dtype), backbone, params["backbone"])}
+
+
+def main(argv=None) -> None:
+  """`python -m jaxseg.models.weights export RUN_DIR OUT.safetensors`: the backbone
+  of a jaxseg run's latest checkpoint in timm's names."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  from jaxseg import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog="python -m jaxseg.models.weights")
+  sub = parser.add_subparsers(dest="command", required=True)
+  export = sub.add_parser("export", help="a checkpoint's backbone → timm-named .safetensors")
+  export.add_argument("run_dir")
+  export.add_argument("out")
+  args = parser.parse_args(argv)
+  backbone = ckpt_lib.load_params(args.run_dir)["backbone"]
+  family = family_of(backbone)
+  tensors = export_backbone(backbone, family)
+  save_safetensors(tensors, args.out)
+  print(f"{args.out}: {len(tensors)} {family} tensors in timm's names")
+
+
+if __name__ == "__main__":
+  main()

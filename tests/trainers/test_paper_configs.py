@@ -35,11 +35,37 @@ def _val(workdir):
 def test_rss_pascal_runlocal_on_the_voc2010_layout_with_multi_scale_eval(tmp_path):
   voc2010 = mock_trees.pascal_context(tmp_path / "data")
   work = tmp_path / "run"
-  _main(work, "--config=configs/rss_pascal.py:runlocal", f"--config.data.root={voc2010}",
-        "--config.eval.mode=mf", "--config.eval.scales=(0.75,1.0,1.25)")
+  proc = _main(work, "--config=configs/rss_pascal.py:runlocal", f"--config.data.root={voc2010}",
+               "--config.eval.mode=mf", "--config.eval.scales=(0.75,1.0,1.25)")
+  assert "model.pretrained: convnext_v2 backbone from" in proc.stderr
+  assert "convnextv2_test.safetensors; not used: head." in proc.stderr
   val = _val(work)
   assert len([k for k in val if k.startswith("val/iou/")]) == 59
   assert 0 <= val["val/miou"] <= 1 and 0 <= val["val/miou_mf"] <= 1
+
+
+@pytest.mark.parametrize("model, family", [("deeplabv3", "resnet"), ("segmenter", "vit")])
+def test_rss_pascal_trains_the_other_tab4_models_from_pretrained_weights(tmp_path, model,
+                                                                          family):
+  voc2010 = mock_trees.pascal_context(tmp_path / "data")
+  work = tmp_path / "run"
+  proc = _main(work, f"--config=configs/rss_pascal.py:runlocal,model={model}",
+               f"--config.data.root={voc2010}")
+  assert f"model.pretrained: {family} backbone from" in proc.stderr
+  assert 0 <= _val(work)["val/miou"] <= 1
+
+
+def test_a_paper_config_without_its_weights_stops_before_compiling(tmp_path):
+  voc2010 = mock_trees.pascal_context(tmp_path / "data")
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxseg.main", f"--workdir={tmp_path / 'run'}",
+       "--config=configs/rss_pascal.py:psr_class,model=deeplabv3",
+       f"--config.data.root={voc2010}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, env=one_device_env())
+  assert proc.returncode != 0
+  assert "timm/resnet101c.gluon_in1k" in proc.stderr
+  assert "--config.model.pretrained=PATH" in proc.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_rss_cityscapes_cold_starts_from_a_mapillary_stage(tmp_path):
