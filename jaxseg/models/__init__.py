@@ -19,8 +19,9 @@ from jaxseg import config as config_lib
 from jaxseg.models.convnext_v2 import CONVNEXT_V2_VARIANTS
 from jaxseg.models.convnext_v2 import ConvNeXtV2
 from jaxseg.models.convnext_v2 import build_convnext_v2
-from jaxseg.models.deeplabv3 import DeepLabV3
-from jaxseg.models.pspnet import PSPNet
+from jaxseg.models.deeplabv3 import ASPP
+from jaxseg.models.pspnet import PPM
+from jaxseg.models.pspnet import DilatedNet
 from jaxseg.models.resnet import RESNET_VARIANTS
 from jaxseg.models.resnet import build_resnet
 from jaxseg.models.segmenter import Segmenter
@@ -100,17 +101,18 @@ def _build_pspnet(config: ml_collections.ConfigDict,
                   num_classes: int) -> nn.Module:
   """ResNet at stride 8; `fpn_dim` is the PPM branch width, `head_dim` the
   feature (X) width."""
-  return PSPNet(
+  return DilatedNet(
       num_classes=num_classes, backbone=build_backbone(config, "resnet", output_stride=8),
-      ppm_dim=config.fpn_dim, head_dim=config.head_dim, dropout=config.dropout,
-      dtype=_dtype(config))
+      context=PPM(config.fpn_dim, dtype=_dtype(config)), head_dim=config.head_dim,
+      dropout=config.dropout, dtype=_dtype(config))
 
 
 def _build_deeplabv3(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """ResNet at stride 8 + ASPP of `fpn_dim` channels."""
-  return DeepLabV3(
+  return DilatedNet(
       num_classes=num_classes, backbone=build_backbone(config, "resnet", output_stride=8),
-      aspp_dim=config.fpn_dim, dropout=config.dropout, dtype=_dtype(config))
+      context=ASPP(config.fpn_dim, dtype=_dtype(config)), head_dim=config.fpn_dim,
+      dropout=config.dropout, dtype=_dtype(config))
 
 
 def _build_segmenter(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -167,8 +169,9 @@ __all__ = [
     "ConvNeXtV2",
     "LinearHead",
     "MODELS",
-    "DeepLabV3",
-    "PSPNet",
+    "ASPP",
+    "DilatedNet",
+    "PPM",
     "RESNET_VARIANTS",
     "SFPNeXt",
     "Segmenter",

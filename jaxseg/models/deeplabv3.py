@@ -7,7 +7,7 @@
 
 As mmsegmentation's `ASPPHead` (image pooling first, a 3×3 bottleneck, the
 dilations (1, 12, 24, 36) of its `-d8` configs). GroupNorm replaces BatchNorm
-in the head.
+in the head. The model is `pspnet.DilatedNet(context=ASPP(...))`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.sfpnext import ConvNormAct, resize_bilinear
+from jaxseg.models.sfpnext import ConvNormAct
 
 Array = jax.Array
 Dtype = Any
@@ -38,27 +38,3 @@ class ASPP(nn.Module):
       outs.append(ConvNormAct(self.features, kernel=1 if d == 1 else 3, dilation=d,
                               dtype=self.dtype, name=f"branch{i}")(x))
     return jnp.concatenate(outs, axis=-1)
-
-
-class DeepLabV3(nn.Module):
-  """ResNet + ASPP + classifier; `features_only` returns X (stride 8)."""
-  num_classes: int
-  backbone: nn.Module  # ResNet(output_stride=8)
-  aspp_dim: int = 512
-  dropout: float = 0.1
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, images: Array, *, train: bool, features_only: bool = False) -> Array:
-    height, width = images.shape[1:3]
-    if height % 8 or width % 8:
-      raise ValueError(f"image size {height}x{width} not divisible by 8")
-    x = self.backbone(images, train=train)[-1]
-    x = ASPP(self.aspp_dim, dtype=self.dtype, name="aspp")(x)
-    x = ConvNormAct(self.aspp_dim, dtype=self.dtype, name="bottleneck")(x)
-    if features_only:
-      return x.astype(jnp.float32)
-    if self.dropout > 0:
-      x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
-    return resize_bilinear(logits.astype(jnp.float32), height, width)

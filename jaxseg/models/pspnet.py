@@ -6,6 +6,10 @@
   head:   conv3×3 → GN → ReLU (the features X) → dropout → 1×1 classifier
           → bilinear to the input size
 
+`DilatedNet` is this pipeline with the context module as a parameter; PSPNet
+is `DilatedNet(context=PPM(...))`, DeepLabV3 `DilatedNet(context=ASPP(...))`
+(jaxseg.models.deeplabv3).
+
 GroupNorm replaces BatchNorm in the head, as everywhere in jaxseg (one
 `params` collection, a pure `apply`); the backbone's norm is GroupNorm from
 scratch or the folded BatchNorm of imported weights. The Pyramid Pooling Module is also CiSS-Net's
@@ -60,11 +64,13 @@ class PPM(nn.Module):
     return jnp.concatenate(outs, axis=-1)
 
 
-class PSPNet(nn.Module):
-  """Dilated ResNet + PPM + classifier; `features_only` returns X (stride 8)."""
+class DilatedNet(nn.Module):
+  """Stride-8 ResNet → context module (PPM: PSPNet, ASPP: DeepLabV3) → conv3×3 →
+  GN → ReLU (the features X, returned by `features_only`) → dropout → 1×1
+  classifier → bilinear to the input size."""
   num_classes: int
   backbone: nn.Module  # ResNet(output_stride=8)
-  ppm_dim: int = 512
+  context: nn.Module  # (B, h, w, C) -> (B, h, w, C')
   head_dim: int = 512
   dropout: float = 0.1
   dtype: Dtype = jnp.float32
@@ -74,8 +80,7 @@ class PSPNet(nn.Module):
     height, width = images.shape[1:3]
     if height % 8 or width % 8:
       raise ValueError(f"image size {height}x{width} not divisible by 8")
-    x = self.backbone(images, train=train)[-1]
-    x = PPM(self.ppm_dim, dtype=self.dtype, name="ppm")(x)
+    x = self.context(self.backbone(images, train=train)[-1])
     x = ConvNormAct(self.head_dim, dtype=self.dtype, name="bottleneck")(x)
     if features_only:
       return x.astype(jnp.float32)

@@ -24,10 +24,10 @@ def test_deeplabv3_logits_features_and_branches():
   model = models.build_model(_config(name="deeplabv3", backbone="resnet_debug", fpn_dim=8), 4)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 48, 3)), jnp.float32)
   params = _init(model, x)
-  assert set(params) == {"backbone", "aspp", "bottleneck", "classifier"}
-  assert set(params["aspp"]) == {"image_pool", "branch0", "branch1", "branch2", "branch3"}
-  assert params["aspp"]["branch0"]["conv"]["kernel"].shape[:2] == (1, 1)
-  assert params["aspp"]["branch1"]["conv"]["kernel"].shape[:2] == (3, 3)
+  assert set(params) == {"backbone", "context", "bottleneck", "classifier"}
+  assert set(params["context"]) == {"image_pool", "branch0", "branch1", "branch2", "branch3"}
+  assert params["context"]["branch0"]["conv"]["kernel"].shape[:2] == (1, 1)
+  assert params["context"]["branch1"]["conv"]["kernel"].shape[:2] == (3, 3)
   assert model.apply({"params": params}, x, train=False).shape == (2, 64, 48, 4)
   assert model.apply({"params": params}, x, train=False,
                      features_only=True).shape == (2, 8, 6, 8)
