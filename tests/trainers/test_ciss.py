@@ -47,8 +47,10 @@ def test_bad_ciss_config_names_the_key(tiny_config, data_dir, override, match):
     ciss.make_loss(_config(tiny_config, data_dir, **override), model=None, info=Info)
 
 
-def test_cityscapes_config_runs_trunk_then_ciss_and_logs_every_step_t_and_iiou(tmp_path):
-  """configs/ciss_cityscapes.py:ciss,runlocal on a tree in Cityscapes' own layout."""
+def test_cityscapes_config_runs_trunk_then_ciss_and_logs_every_step_t_and_iiou(tmp_path, caplog):
+  """configs/ciss_cityscapes.py:ciss,runlocal on a tree in Cityscapes' own layout,
+  the PSPNet trunk from ImageNet-style weights (the ResNet fixture)."""
+  caplog.set_level("INFO")
   root = mock_trees.cityscapes(tmp_path / "data", size=(64, 128))
   c = config_lib.load_config_file("configs/ciss_cityscapes.py", "ciss,runlocal")
   c.update_from_flattened_dict({
@@ -74,6 +76,8 @@ def test_cityscapes_config_runs_trunk_then_ciss_and_logs_every_step_t_and_iiou(t
   trunk = ckpt_lib.load_params(work / "trunk")
   jax.tree.map(np.testing.assert_array_equal, run.params["trunk"],
                {k: v for k, v in trunk.items() if k in run.params["trunk"]})
+  assert "model.pretrained: resnet backbone from" in caplog.text
+  assert c.model.pretrained.endswith("resnet_test.safetensors") and c.model.norm == "affine"
   # A second command reuses the finished trunk and the finished CiSS run.
   before = (work / "trunk" / "metrics.jsonl").read_text().count("train/loss")
   ciss.train_and_evaluate(c, str(work))
