@@ -23,7 +23,6 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from jaxseg import config as config_lib
 from jaxseg.models import name_maps
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -206,7 +205,6 @@ def load_pretrained(params, model: ml_collections.ConfigDict):
   fresh = sorted(k for k in params if k != "backbone")
   logging.info("model.pretrained: %s backbone from %s; not used: %s; re-initialised: %s",
                family, path, ", ".join(ignored) or "nothing", ", ".join(fresh))
-  config_lib.check_choice("model.backbone", model.backbone, models.backbone_names(family))
   return {**params, "backbone": jax.tree.map(
       lambda new, old: np.asarray(new, np.asarray(old).dtype), backbone, params["backbone"])}
 
