@@ -39,25 +39,23 @@ ResNet-101-D8 as mmsegmentation's, SGD) and `:VARIANT,model=segmenter`
 from jaxseg import config as config_lib
 
 # model option -> (config.model fields, optimiser overrides, the timm weights it
-# expects, the runlocal backbone (a weight fixture of the same family)).
+# expects, (the runlocal backbone, its weight fixture in tests/fixtures/weights/)).
 MODELS = {
     "sfpnext": ({"name": "sfpnext", "backbone": "convnext_v2_nano", "drop_path_rate": 0.1},
-                {}, "timm/convnextv2_nano.fcmae_ft_in22k_in1k", "convnext_v2_test"),
+                {}, "timm/convnextv2_nano.fcmae_ft_in22k_in1k", ("convnext_v2_test", "convnextv2_test")),
     # mmsegmentation deeplabv3_r101-d8 on Pascal Context: SGD 4e-3, wd 1e-4, poly 0.9.
     "deeplabv3": ({"name": "deeplabv3", "backbone": "resnet101c", "norm": "affine",
                    "fpn_dim": 512, "drop_path_rate": 0.0},
                   {"name": "sgd", "lr": 4e-3, "momentum": 0.9, "weight_decay": 1e-4,
                    "poly_power": 0.9, "warmup_steps": 0},
-                  "timm/resnet101c.gluon_in1k", "resnet_test"),
+                  "timm/resnet101c.gluon_in1k", ("resnet_test", "resnet_test")),
     # Segmenter (Strudel et al.): SGD 1e-3, no weight decay, poly 0.9, drop path 0.1.
     "segmenter": ({"name": "segmenter", "backbone": "vit_large_patch16", "drop_path_rate": 0.1,
                    "dropout": 0.0},
                   {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
                    "poly_power": 0.9, "warmup_steps": 0},
-                  "timm/vit_large_patch16_384.augreg_in21k_ft_in1k", "vit_test"),
+                  "timm/vit_large_patch16_384.augreg_in21k_ft_in1k", ("vit_test", "vit_test")),
 }
-FIXTURES = {"convnext_v2_test": "convnextv2_test", "resnet_test": "resnet_test",
-            "vit_test": "vit_test"}
 
 
 def get_config(arg=None):
@@ -67,7 +65,7 @@ def get_config(arg=None):
   model = args.get("model", "sfpnext")
   if model not in MODELS:
     raise ValueError(f"configs/rss_pascal.py: model={model!r}; choose from {sorted(MODELS)}.")
-  fields, optim, source, local_backbone = MODELS[model]
+  fields, optim, source, (local_backbone, fixture) = MODELS[model]
   c = config_lib.default_config()
   c.data.name = "pascal_context"
   c.data.ignore_index = 255
@@ -96,7 +94,7 @@ def get_config(arg=None):
   if "runlocal" in args:
     c = config_lib.runlocal(c)
     c.model.backbone = local_backbone
-    c.model.pretrained = config_lib.weight_fixture(FIXTURES[local_backbone])
+    c.model.pretrained = config_lib.weight_fixture(fixture)
     c.data.crop_size = (64, 64)
     c.eval.crop_size = (64, 64)
   return c

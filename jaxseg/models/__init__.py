@@ -42,20 +42,20 @@ BACKBONE_FAMILIES = {"convnext_v2": CONVNEXT_V2_VARIANTS, "resnet": RESNET_VARIA
                      "vit": VIT_VARIANTS}
 
 
+def _name(family: str, variant: str) -> str:
+  return variant if family == "resnet" else f"{family}_{variant}"
+
+
 def backbone_names(*families: str) -> list[str]:
   """Every `config.backbone` of these families (all when none is named)."""
-  out = []
-  for family in families or BACKBONE_FAMILIES:
-    variants = BACKBONE_FAMILIES[family]
-    out += ([v for v in variants] if family == "resnet"
-            else [f"{family}_{v}" for v in variants])
-  return out
+  return [_name(f, v) for f in families or BACKBONE_FAMILIES for v in BACKBONE_FAMILIES[f]]
 
 
 def backbone_family(name: str) -> str:
   """'convnext_v2' | 'resnet' | 'vit' of a `config.backbone`."""
   config_lib.check_choice("model.backbone", name, backbone_names())
-  return next(f for f in BACKBONE_FAMILIES if name in backbone_names(f))
+  return next(f for f, variants in BACKBONE_FAMILIES.items()
+              if any(_name(f, v) == name for v in variants))
 
 
 def build_backbone(config: ml_collections.ConfigDict, *families: str,

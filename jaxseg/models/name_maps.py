@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from jaxseg.models.vit import resize_grid
+
 BN_EPS = 1e-5
 
 IGNORED = {"convnext_v2": ("head.",), "resnet": ("fc.",), "vit": ("head.", "fc_norm.")}
@@ -127,11 +129,6 @@ def resnet_rules(flat: Mapping[str, tuple]) -> list[Rule]:
   return rules
 
 
-def _resize_grid(grid: np.ndarray, height: int, width: int) -> np.ndarray:
-  from jaxseg.models.vit import resize_grid  # pylint: disable=g-import-not-at-top
-  return np.asarray(resize_grid(grid, height, width), np.float32)
-
-
 def vit_rules(flat: Mapping[str, tuple]) -> list[Rule]:
   """timm `vit_*` (class token, learnt positions, no layer scale):
   patch_embed.proj, cls_token, pos_embed, blocks.I.{norm1, attn.qkv, attn.proj,
@@ -144,7 +141,7 @@ def vit_rules(flat: Mapping[str, tuple]) -> list[Rule]:
       raise ValueError(f"pos_embed {pos.shape}: {pos.shape[1] - 1} patch positions "
                        "are not a square grid")
     grid = pos[:, 1:].reshape(1, n, n, pos.shape[-1])
-    return pos[:, :1], _resize_grid(grid, gh, gw)
+    return pos[:, :1], np.asarray(resize_grid(grid, gh, gw), np.float32)
 
   rules = [_conv("patch_embed", "patch_embed.proj"),
            Rule(("cls_token",), ("cls_token",), lambda x: (x,), lambda x: (x,)),

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.models.sfpnext import ConvNormAct, resize_bilinear
+from jaxseg.models.sfpnext import ConvNormAct, classify, resize_bilinear
 
 Array = jax.Array
 Dtype = Any
@@ -84,7 +84,5 @@ class DilatedNet(nn.Module):
     x = ConvNormAct(self.head_dim, dtype=self.dtype, name="bottleneck")(x)
     if features_only:
       return x.astype(jnp.float32)
-    if self.dropout > 0:
-      x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
-    return resize_bilinear(logits.astype(jnp.float32), height, width)
+    return classify(x, self.num_classes, (height, width), dropout=self.dropout,
+                    train=train, dtype=self.dtype)

@@ -46,6 +46,17 @@ def upsample2x(x: Array) -> Array:
   return resize_bilinear(x, 2 * x.shape[1], 2 * x.shape[2])
 
 
+def classify(x: Array, num_classes: int, size: tuple[int, int], *, dropout: float,
+             train: bool, dtype: Dtype) -> Array:
+  """dropout → 1×1 `classifier` conv → float32 logits bilinearly resized to `size`;
+  called inside a model's compact `__call__`, so the conv is that model's
+  `classifier`."""
+  if dropout > 0:
+    x = nn.Dropout(dropout)(x, deterministic=not train)
+  logits = nn.Conv(num_classes, (1, 1), dtype=dtype, name="classifier")(x)
+  return resize_bilinear(logits.astype(jnp.float32), *size)
+
+
 class Affine(nn.Module):
   """Per-channel `x · scale + bias`: a BatchNorm in inference form, i.e. its
   statistics folded in (`scale = γ/√(σ² + ε)`, `bias = β − μ·scale`), trainable
@@ -208,11 +219,8 @@ class SFPNeXt(nn.Module):
     x = SemanticHead(self.head_dim, dtype=self.dtype, name="head")(pyramid)
     if features_only:
       return x.astype(jnp.float32)
-    if self.dropout > 0:
-      x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
-                     name="classifier")(x)
-    return resize_bilinear(logits.astype(jnp.float32), height, width)
+    return classify(x, self.num_classes, (height, width), dropout=self.dropout,
+                    train=train, dtype=self.dtype)
 
 
 class LinearHead(nn.Module):

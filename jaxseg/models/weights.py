@@ -22,7 +22,11 @@ import jax
 import ml_collections
 import numpy as np
 from etils import epath
+from flax import traverse_util
+from safetensors import numpy as st_numpy
 
+from jaxseg import checkpoint as ckpt_lib
+from jaxseg import models
 from jaxseg.models import name_maps
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -38,7 +42,6 @@ def read_tensors(path) -> dict[str, np.ndarray]:
   if not p.is_file():
     raise WeightImportError(f"model.pretrained: {p} is not a file.")
   if p.suffix == ".safetensors":
-    from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
     return dict(st_numpy.load(p.read_bytes()))
   if p.suffix in TORCH_SUFFIXES:
     return _read_torch(p)
@@ -70,20 +73,9 @@ def _read_torch(p: epath.Path) -> dict[str, np.ndarray]:
           for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def _flat(tree) -> dict[str, np.ndarray]:
-  return {"/".join(str(getattr(k, "key", k)) for k in path): v
-          for path, v in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _unflat(flat: dict[str, np.ndarray]) -> dict:
-  tree: dict = {}
-  for path, v in flat.items():
-    *parents, leaf = path.split("/")
-    node = tree
-    for k in parents:
-      node = node.setdefault(k, {})
-    node[leaf] = v
-  return tree
+def _flat(tree) -> dict:
+  """'a/b/kernel' → leaf."""
+  return traverse_util.flatten_dict(tree, sep="/")
 
 
 def import_backbone(tensors: dict[str, np.ndarray], family: str, target, *,
@@ -127,7 +119,7 @@ def import_backbone(tensors: dict[str, np.ndarray], family: str, target, *,
       if names:
         lines.append(f"  {len(names)} {title}: " + "; ".join(names))
     raise WeightImportError("\n".join(lines))
-  return _unflat(out), ignored
+  return traverse_util.unflatten_dict(out, sep="/"), ignored
 
 
 def export_backbone(backbone_params, family: str, *, conv_mlp: bool = True) -> dict[str, np.ndarray]:
@@ -154,7 +146,6 @@ def family_of(backbone_params) -> str:
 
 
 def save_safetensors(tensors: dict[str, np.ndarray], path) -> None:
-  from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
   p = epath.Path(path)
   tmp = p.parent / (p.name + ".tmp")
   tmp.write_bytes(st_numpy.save(tensors))
@@ -173,7 +164,6 @@ def check_pretrained(model: ml_collections.ConfigDict) -> None:
   if path and path != "none" and not epath.Path(path).exists():
     raise WeightImportError(f"config.model.pretrained={path} does not exist{where}.")
   if path and path != "none":
-    from jaxseg import models  # pylint: disable=g-import-not-at-top
     family = models.backbone_family(model.backbone)
     if family == "resnet" and model.norm != "affine":
       raise WeightImportError(
@@ -188,8 +178,6 @@ def load_pretrained(params, model: ml_collections.ConfigDict):
   if not path or path == "none":
     return params
   check_pretrained(model)
-  from jaxseg import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from jaxseg import models  # pylint: disable=g-import-not-at-top
   family = models.backbone_family(model.backbone)
   if epath.Path(path).is_dir():
     loaded = ckpt_lib.load_params(path)
@@ -213,7 +201,6 @@ def main(argv=None) -> None:
   """`python -m jaxseg.models.weights export RUN_DIR OUT.safetensors`: the backbone
   of a jaxseg run's latest checkpoint in timm's names."""
   import argparse  # pylint: disable=g-import-not-at-top
-  from jaxseg import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(prog="python -m jaxseg.models.weights")
   sub = parser.add_subparsers(dest="command", required=True)
   export = sub.add_parser("export", help="a checkpoint's backbone → timm-named .safetensors")
