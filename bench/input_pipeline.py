@@ -95,9 +95,9 @@ def time_step(config, num_classes: int, steps: int = 2, batch: int = 2) -> dict:
     ignore_index, class_weights = 255, None
   Info.num_classes = num_classes
   loss_fn = psl.make_loss(c, model=model, info=Info)
-  step_ms, compile_s = train_step.time_loss(loss_fn, params, tx, schedule, batch=batch,
-                                            height=h, width=w, num_classes=num_classes,
-                                            steps=steps)
+  step_ms, compile_s = train_step.time_update(
+      *train_step.build_update(loss_fn, params, tx, schedule, batch=batch, height=h, width=w,
+                               num_classes=num_classes), steps)
   return {"step_images_per_s": batch / step_ms * 1000, "step_batch": batch,
           "step_compile_s": compile_s}
 

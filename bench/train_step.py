@@ -1,7 +1,7 @@
 """Benchmark: compile time and images/s of the PSL train step.
 
     python bench/train_step.py [--json out.json] [--torch] [--rss] [--ciss] [--only NAME]
-        [--steps N]
+        [--steps N] [--malloc default|keep]
 
 Rows (all with AdamW and the full jitted, donated update the trainer uses):
   sfpnext_nano_512      SFPNeXt + ConvNeXt-V2-nano, 512×512, batch 2
@@ -16,6 +16,9 @@ With `--torch` (needs `pip install torch==2.13.0`; timm for the Tab. 4 rows), th
 ConvNeXt-V2-nano + 1×1 head rows and the Tab. 4 rows are also timed in PyTorch on
 the same machine in the same run (bench/torch_reference.py: the same
 architectures, AdamW, 2 threads); the ratio column is torch ms / jax ms.
+
+`--malloc keep` keeps freed memory mapped (jaxseg/host.py) for both
+frameworks, which share the process.
 
 With `--rss`, every row is also timed with the RSS losses on the same model,
 batch and labels, in the same run: pixel-level (N=4, SyncAN), the paper's
@@ -38,10 +41,15 @@ import statistics
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
+from jaxseg import host
+
+# Before JAX, numpy or torch start a thread (jaxseg/host.py).
+host.configure(host.argv_policy(sys.argv))
+
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
 
 from jaxseg import algorithms
 from jaxseg import config as config_lib
@@ -93,10 +101,9 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
 METHODS = ("psl", "rss_pixel", "rss_image", "rss_recipe", "ciss_t2")
 
 
-def time_loss(loss_fn, params, tx, schedule, *, batch: int, height: int, width: int,
-              num_classes: int, steps: int) -> tuple[float, float]:
-  """(median step ms after a warm-up step, compile s) of the trainer's jitted,
-  donated update of `loss_fn` on a fixed random batch."""
+def build_update(loss_fn, params, tx, schedule, *, batch: int, height: int, width: int,
+                 num_classes: int):
+  """(the trainer's jitted, donated update of `loss_fn`, its state, a fixed random batch)."""
   update = jax.jit(step_lib.make_update(algorithms.as_grads_fn(loss_fn), tx, schedule),
                    donate_argnums=0)
   state = step_lib.init_state(params, tx=tx, rng=jax.random.key(1))
@@ -104,7 +111,7 @@ def time_loss(loss_fn, params, tx, schedule, *, batch: int, height: int, width: 
   data = {"image": jnp.asarray(rng.integers(0, 255, (batch, height, width, 3), dtype=np.uint8)),
           "label": jnp.asarray(rng.integers(0, num_classes, (batch, height, width),
                                             dtype=np.int32))}
-  return time_update(update, state, data, steps)
+  return update, state, data
 
 
 def time_update(update, state, batch, steps: int) -> tuple[float, float]:
@@ -124,7 +131,8 @@ def time_update(update, state, batch, steps: int) -> tuple[float, float]:
   return 1000 * statistics.median(times), compile_s
 
 
-def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
+def make_row(name: str, num_classes: int = 19, method: str = "psl"):
+  """(update, state, batch, (height, width, batch size)) of a row's step."""
   c, h, w, b = jax_config(name)
   if method == "ciss_t2":
     if name == "camvid_cpu":
@@ -147,8 +155,13 @@ def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") 
     c.rss.num_samples = 4
   make_loss = {"psl": psl.make_loss, "ciss_t2": ciss.make_loss}.get(method, rss.make_loss)
   loss_fn = make_loss(c, model=model, info=_Info(num_classes))
-  step_ms, compile_s = time_loss(loss_fn, params, tx, schedule, batch=b, height=h, width=w,
-                                 num_classes=num_classes, steps=steps)
+  return (*build_update(loss_fn, params, tx, schedule, batch=b, height=h, width=w,
+                        num_classes=num_classes), (h, w, b))
+
+
+def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
+  update, state, batch, (h, w, b) = make_row(name, num_classes, method)
+  step_ms, compile_s = time_update(update, state, batch, steps)
   return {"name": name, "framework": "jax", "method": method, "height": h, "width": w, "batch": b,
           "step_ms": step_ms, "images_per_s": b / step_ms * 1000,
           "compile_s": compile_s}
@@ -174,7 +187,11 @@ def main() -> None:
   p.add_argument("--ciss", action="store_true", help="time the CiSS-Net T=2 step beside PSL")
   p.add_argument("--only", nargs="*", help="row names to run")
   p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--malloc", choices=host.POLICIES, default=None,
+                 help="host allocator policy for both frameworks (jaxseg/host.py; default: "
+                 "$JAXSEG_MALLOC, else default)")
   args = p.parse_args()
+  print(f"keep freed memory (jaxseg/host.py): {host.configure()}")
   names = args.only or ["camvid_cpu", "linear_nano_96x128", "linear_nano_512",
                         "sfpnext_nano_512", "deeplabv3_r101_512", "segmenter_vitb_512"]
   records = []

@@ -13,17 +13,21 @@ Exit status: 0 finished; 1 a clear error (bad data, config, checkpoint or a
 non-finite loss: the message names the culprit); `EXIT_PREEMPTED` (75) stopped
 by SIGTERM / Ctrl-C after saving a checkpoint: rerun the same command.
 """
-import errno
-import logging as py_logging
-import sys
+from jaxseg import host
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+host.configure()  # before any library starts a thread (jaxseg/host.py)
 
-from jaxseg import checkpoint as ckpt_lib
-from jaxseg import trainers
-from jaxseg.data import DataError
-from jaxseg.trainers import cluster
+import errno  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import logging as py_logging  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from jaxseg import checkpoint as ckpt_lib  # noqa: E402
+from jaxseg import trainers  # noqa: E402
+from jaxseg.data import DataError  # noqa: E402
+from jaxseg.trainers import cluster  # noqa: E402
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again
 

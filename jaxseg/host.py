@@ -1,0 +1,76 @@
+"""Process set-up on a CPU host: optionally keep freed memory for reuse.
+
+XLA:CPU allocates a step's temporary buffer (activations kept for the
+backward pass, gradients, optimizer temporaries: 420 MB for the
+ConvNeXt-V2-nano step at 96×128, batch 8) afresh at every execution. glibc
+serves a block that large with `mmap` and unmaps it when it is freed, so
+every step page-faults all of it again and the kernel zeroes every page:
+110k page faults per step (bench/profile_step.py prints them).
+
+`JAXSEG_MALLOC=keep` (or `--malloc keep` for the benchmarks) makes glibc serve
+large blocks from one heap and keep them when freed (`mallopt`: one arena, no
+`mmap` for large blocks, no trimming), so later steps reuse mapped pages:
+no page faults at all. Measured on the 2-core development host (README,
+"Speed on CPU"), it is not a plain win, hence opt-in:
+
+* an executable loaded from the persistent compilation cache: 96×128 step
+  ~750 ms with `keep` against ~970 ms without;
+* an executable compiled in the same process (the first run of a command):
+  no gain (951 against 924 ms, one run each), for reasons not yet found.
+
+The price: the process's resident memory stays at its peak, and threads
+share one malloc arena. It must be applied before JAX, numpy or torch start
+a thread (threads pick their arena on their first allocation):
+`python -m jaxseg.main` and the benchmarks call `configure()` first thing.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+# <malloc.h>
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
+
+POLICIES = ("default", "keep")
+_applied: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+  """mallopt(M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=max) on glibc;
+  False (and nothing changed) elsewhere."""
+  if not sys.platform.startswith("linux"):
+    return False
+  try:
+    mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+  except (OSError, AttributeError):  # a C library without mallopt (musl)
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  return all(mallopt(option, value) == 1 for option, value in (
+      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
+
+
+def argv_policy(argv: list[str]) -> str | None:
+  """The value of a `--malloc=P` / `--malloc P` flag in `argv` (scripts read it
+  before importing JAX), else None."""
+  for i, a in enumerate(argv):
+    if a.startswith("--malloc="):
+      return a.split("=", 1)[1]
+    if a == "--malloc" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def configure(policy: str | None = None) -> bool:
+  """Applies `policy` (default $JAXSEG_MALLOC, else "default": leave malloc
+  alone) once per process; returns whether freed memory is kept."""
+  global _applied
+  policy = policy or os.environ.get("JAXSEG_MALLOC") or "default"
+  if policy not in POLICIES:
+    raise ValueError(f"JAXSEG_MALLOC / --malloc = {policy!r}: choose from {POLICIES}")
+  if _applied is None:
+    _applied = policy == "keep" and keep_freed_memory()
+  return _applied
