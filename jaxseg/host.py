@@ -11,12 +11,14 @@ every step page-faults all of it again and the kernel zeroes every page:
 large blocks from one heap and keep them when freed (`mallopt`: one arena, no
 `mmap` for large blocks, no trimming), so later steps reuse mapped pages:
 no page faults at all. Measured on the 2-core development host (README,
-"Speed on CPU"), it is not a plain win, hence opt-in:
+"Speed on CPU"), it is not a win, hence opt-in, for diagnosis and for
+executables loaded from the persistent compilation cache:
 
-* an executable loaded from the persistent compilation cache: 96×128 step
-  ~750 ms with `keep` against ~970 ms without;
-* an executable compiled in the same process (the first run of a command):
-  no gain (951 against 924 ms, one run each), for reasons not yet found.
+* loaded from the cache: 96×128 step ~750 ms with `keep` against ~970 ms;
+* compiled in the same process (the first run of a command): slower, 856 /
+  1,187 / 1,303 ms with `keep` against 951 / 820 / 971 ms without (alternating
+  runs); the depthwise kernel gradient's row loop is what slows down, for
+  reasons not yet found.
 
 The price: the process's resident memory stays at its peak, and threads
 share one malloc arena. It must be applied before JAX, numpy or torch start
