@@ -25,20 +25,18 @@ import os
 import re
 import resource
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_cpu_enable_xprof_traceme=true").strip()
 
-from jaxseg import host  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-
-host.configure(host.argv_policy(sys.argv))  # before JAX starts a thread
+# train_step sets the allocator policy (--malloc) before it imports JAX.
+import train_step  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-import train_step  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxseg import host  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 # (part, pattern on the op name), first match wins; checked on the module path.
 PARTS = (
@@ -89,23 +87,21 @@ def instruction_parts(hlo_text: str) -> dict[str, tuple[str, str]]:
                       calls.group(1) if calls else None))
 
   def heaviest(instrs, depth=0):
+    """(opcode, op name) of the heaviest op with a name among `instrs`, looking
+    into the computations they call."""
     best = None
     for _, opcode, op_name, calls in instrs:
-      cands = [(opcode, op_name)]
-      if calls and calls in comps and depth < 3:
-        sub = heaviest(comps[calls], depth + 1)
-        if sub:
-          cands = [sub]
-      for c in cands:
-        if c[1] and (best is None or PRIORITY.get(c[0], 9) < PRIORITY.get(best[0], 9)):
-          best = c
+      sub = heaviest(comps[calls], depth + 1) if calls in comps and depth < 3 else None
+      cand = sub or (opcode, op_name)
+      if cand[1] and (best is None or PRIORITY.get(cand[0], 9) < PRIORITY.get(best[0], 9)):
+        best = cand
     return best
 
   out = {}
   for instrs in comps.values():
-    for name, opcode, op_name, calls in instrs:
+    for name, _, op_name, calls in instrs:
       found = heaviest(comps[calls]) if calls in comps else None
-      out[name] = part_of((found or (opcode, op_name))[1] or op_name)
+      out[name] = part_of(found[1] if found else op_name)
   return out
 
 
@@ -174,16 +170,14 @@ def print_table(r: dict) -> None:
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                              parents=[host.malloc_flag()])
   p.add_argument("--only", nargs="*", default=["linear_nano_96x128", "linear_nano_512"])
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--ops", type=int, default=0, help="also list the K slowest instructions")
   p.add_argument("--json", help="also write the records to this file")
-  p.add_argument("--malloc", choices=host.POLICIES, default=None,
-                 help="host allocator policy (jaxseg/host.py; default: $JAXSEG_MALLOC, "
-                 "else default)")
   args = p.parse_args()
-  print(f"keep freed memory (jaxseg/host.py): {host.configure()}")
+  print(f"keep freed memory (jaxseg/host.py): {host.configure(args.malloc)}")
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
   records = [profile(name, args.steps, args.ops) for name in args.only]
   for r in records:

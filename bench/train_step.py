@@ -180,18 +180,16 @@ def time_torch(name: str, steps: int, num_classes: int = 19) -> dict | None:
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                              parents=[host.malloc_flag()])
   p.add_argument("--json", help="also write the records to this file")
   p.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
   p.add_argument("--rss", action="store_true", help="time the RSS steps beside PSL")
   p.add_argument("--ciss", action="store_true", help="time the CiSS-Net T=2 step beside PSL")
   p.add_argument("--only", nargs="*", help="row names to run")
   p.add_argument("--steps", type=int, default=5)
-  p.add_argument("--malloc", choices=host.POLICIES, default=None,
-                 help="host allocator policy for both frameworks (jaxseg/host.py; default: "
-                 "$JAXSEG_MALLOC, else default)")
   args = p.parse_args()
-  print(f"keep freed memory (jaxseg/host.py): {host.configure()}")
+  print(f"keep freed memory (jaxseg/host.py): {host.configure(args.malloc)}")
   names = args.only or ["camvid_cpu", "linear_nano_96x128", "linear_nano_512",
                         "sfpnext_nano_512", "deeplabv3_r101_512", "segmenter_vitb_512"]
   records = []

@@ -27,6 +27,7 @@ a thread (threads pick their arena on their first allocation):
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import os
@@ -55,15 +56,19 @@ def keep_freed_memory() -> bool:
       (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
 
 
+def malloc_flag() -> argparse.ArgumentParser:
+  """The `--malloc default|keep` flag, as a parent parser for scripts'
+  argument parsers (`argparse.ArgumentParser(parents=[host.malloc_flag()])`)."""
+  p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+  p.add_argument("--malloc", choices=POLICIES, default=None,
+                 help="host allocator policy (jaxseg/host.py; default: $JAXSEG_MALLOC, "
+                 "else default)")
+  return p
+
+
 def argv_policy(argv: list[str]) -> str | None:
-  """The value of a `--malloc=P` / `--malloc P` flag in `argv` (scripts read it
-  before importing JAX), else None."""
-  for i, a in enumerate(argv):
-    if a.startswith("--malloc="):
-      return a.split("=", 1)[1]
-    if a == "--malloc" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
+  """`--malloc` in `argv` (scripts read it before importing JAX), else None."""
+  return malloc_flag().parse_known_args(argv[1:])[0].malloc
 
 
 def configure(policy: str | None = None) -> bool:
