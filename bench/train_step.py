@@ -138,6 +138,23 @@ def make_row(name: str, num_classes: int = 19, method: str = "psl"):
     if name == "camvid_cpu":
       c.ciss = config_lib.load_config_file(CONFIGS / "ciss_camvid.py").ciss
     c.ciss.steps = 2
+  c.data.crop_size = (h, w)
+  if method == "rss_recipe":
+    c.rss = config_lib.load_config_file(CONFIGS / "rss_camvid.py").rss
+  elif method.startswith("rss"):
+    config_lib.apply_variant(c, config_lib.RSS_VARIANTS,
+                             "pixel" if method == "rss_pixel" else "psr_multi_psd")
+    c.rss.num_samples = 4
+  trainer = {"psl": "psl", "ciss_t2": "ciss"}.get(method, "rss")
+  return (*config_update(c, num_classes, trainer=trainer, batch=b), (h, w, b))
+
+
+def config_update(c: ml_collections.ConfigDict, num_classes: int, *, trainer: str,
+                  batch: int):
+  """(update, state, batch) of a semantic config's step (`trainer`: psl, rss or
+  ciss), on a random batch of `batch` crops of `c.data.crop_size`."""
+  h, w = c.data.crop_size
+  if trainer == "ciss":
     c.optim.lr_multipliers = ciss.lr_multipliers(c)
     model = ciss.build_model(c, _Info(num_classes))
   else:
@@ -146,17 +163,10 @@ def make_row(name: str, num_classes: int = 19, method: str = "psl"):
                                         train=False)["params"])(jax.random.key(0))
   tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10_000,
                                       classifier_pattern=models.CLASSIFIER_PATTERN)
-  c.data.crop_size = (h, w)
-  if method == "rss_recipe":
-    c.rss = config_lib.load_config_file(CONFIGS / "rss_camvid.py").rss
-  elif method.startswith("rss"):
-    config_lib.apply_variant(c, config_lib.RSS_VARIANTS,
-                             "pixel" if method == "rss_pixel" else "psr_multi_psd")
-    c.rss.num_samples = 4
-  make_loss = {"psl": psl.make_loss, "ciss_t2": ciss.make_loss}.get(method, rss.make_loss)
+  make_loss = {"psl": psl.make_loss, "ciss": ciss.make_loss, "rss": rss.make_loss}[trainer]
   loss_fn = make_loss(c, model=model, info=_Info(num_classes))
-  return (*build_update(loss_fn, params, tx, schedule, batch=b, height=h, width=w,
-                        num_classes=num_classes), (h, w, b))
+  return build_update(loss_fn, params, tx, schedule, batch=batch, height=h, width=w,
+                      num_classes=num_classes)
 
 
 def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
