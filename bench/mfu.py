@@ -248,7 +248,7 @@ def main() -> None:
   peak, basis = device_peak(device, args.peak_tflops)
   rate = matmul_rate(device, 2048 if device.platform == "cpu" else 8192)
   print(f"jax {jax.__version__} on {device.platform} ({device.device_kind}); "
-        f"scale {scale}")
+        f"scale {scale}; malloc policy (jaxseg/host.py): {host.describe(args.malloc)}")
   print(f"peak {'unknown' if peak is None else f'{peak / 1e12:.3f} TFLOP/s'}: {basis}; "
         f"measured float32 matmul {rate / 1e12:.3f} TFLOP/s", flush=True)
   header = (f"| {'row':<13} | {'config':<38} | {'B':>3} | {'shape':>8} | {'step ms':>9} "

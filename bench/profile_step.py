@@ -177,7 +177,7 @@ def main() -> None:
   p.add_argument("--ops", type=int, default=0, help="also list the K slowest instructions")
   p.add_argument("--json", help="also write the records to this file")
   args = p.parse_args()
-  print(f"keep freed memory (jaxseg/host.py): {host.configure(args.malloc)}")
+  print(f"malloc policy (jaxseg/host.py): {host.describe(args.malloc)}")
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
   records = [profile(name, args.steps, args.ops) for name in args.only]
   for r in records:

@@ -199,7 +199,7 @@ def main() -> None:
   p.add_argument("--only", nargs="*", help="row names to run")
   p.add_argument("--steps", type=int, default=5)
   args = p.parse_args()
-  print(f"keep freed memory (jaxseg/host.py): {host.configure(args.malloc)}")
+  print(f"malloc policy (jaxseg/host.py): {host.describe(args.malloc)}")
   names = args.only or ["camvid_cpu", "linear_nano_96x128", "linear_nano_512",
                         "sfpnext_nano_512", "deeplabv3_r101_512", "segmenter_vitb_512"]
   records = []

@@ -54,3 +54,17 @@ def test_policy_from_argv_and_env(monkeypatch):
   monkeypatch.setenv("JAXSEG_MALLOC", "kep")
   with pytest.raises(ValueError, match="'kep'"):
     host.configure()
+
+
+def _glibc_at_least(major: int, minor: int) -> bool:
+  version = (os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "") or ""
+  return version.startswith("glibc ") and tuple(
+      int(x) for x in version.split()[1].split(".")[:2]) >= (major, minor)
+
+
+@pytest.mark.skipif(host.thp_mode() not in ("always", "madvise") or not _glibc_at_least(2, 35),
+                    reason="needs transparent huge pages and glibc >= 2.35")
+def test_hugepages_restarts_with_the_tunable_and_maps_2mb_pages():
+  applied, faults = _probe("hugepages")
+  assert applied == "True"
+  assert faults < 2_000  # 64 MB in 2 MB pages (32 faults), not 16k of 4 kB
