@@ -13,7 +13,7 @@ Exit status: 0 finished; 1 a clear error (bad data, config, checkpoint or a
 non-finite loss: the message names the culprit); `EXIT_PREEMPTED` (75) stopped
 by SIGTERM / Ctrl-C after saving a checkpoint: rerun the same command.
 
-`JAXSEG_MALLOC=keep` keeps freed host memory mapped (jaxseg/host.py; opt-in).
+`JAXSEG_MALLOC=hugepages` (2 MB pages) or `keep` sets the host allocator (jaxseg/host.py; opt-in).
 """
 from jaxseg import host
 
