@@ -99,3 +99,9 @@ def line_plot(path: pathlib.Path, series: dict, *, xlabel: str, ylabel: str,
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def print_header(header: str) -> None:
+  """Prints a markdown table's `| a | b |` header line and its `|---|---|` rule."""
+  print(header)
+  print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")

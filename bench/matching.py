@@ -34,6 +34,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import harness  # bench/
 from scipy.optimize import linear_sum_assignment
 
 from jaxseg import rewards
@@ -154,8 +155,7 @@ def main() -> None:
   header = (f"| {'name':<13} | {'B':>2} | {'R×C':>6} | {'jax µs/matrix':>13} "
             f"| {'scipy µs/matrix':>15} | {'jax/scipy':>9} | {'compile s':>9} "
             f"| {'max err':>9} |")
-  print(header)
-  print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+  harness.print_header(header)
   for name in args.only or list(ROWS):
     r = time_row(name, args.repeats)
     print(f"| {r['name']:<13} | {r['batch']:>2} | {r['rows']:>2}×{r['cols']:<3} "

@@ -47,6 +47,7 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import harness  # noqa: E402  (bench/)
 import train_step  # noqa: E402  (bench/)
 from jaxseg import config as config_lib  # noqa: E402
 from jaxseg.trainers import acis  # noqa: E402
@@ -169,11 +170,6 @@ def _unrolled(c):
   return c
 
 
-def semantic_row(c, classes: int, batch: int):
-  """(update, state, batch) of a PSL, RSS or CiSS config (train_step.config_update)."""
-  return train_step.config_update(c, classes, trainer=c.trainer, batch=batch)
-
-
 def instance_batch(batch: int, size: int, count: int, seed: int = 0) -> dict:
   """`batch` images with `count` random rectangles as instance ids 1..count."""
   rng = np.random.default_rng(seed)
@@ -206,7 +202,7 @@ def acis_row(c, kind: str, batch: int):
 def build(name: str, c, row: Row, batch: int):
   if name.startswith("acis_"):
     return acis_row(c, name[len("acis_"):], batch)
-  return semantic_row(c, row.classes, batch)
+  return train_step.config_update(c, row.classes, trainer=c.trainer, batch=batch)
 
 
 def measure(name: str, scale: str, device, *, batch: int | None, steps: int,
@@ -215,10 +211,14 @@ def measure(name: str, scale: str, device, *, batch: int | None, steps: int,
   c = load_config(row.config)
   b = batch or row.batch or c.batch_size
   with jax.default_device(device):
-    update, state, data = build(name, _unrolled(c), row, b)
-    flops = model_flops(update.lower(state, data))
-    del update, state, data
+    unrolled = all(step_lib.rollout_unrolled(c[k].rollout) for k in ("ciss", "acis"))
+    if not unrolled:  # a second build, with every rollout unrolled, only to count
+      counted = build(name, _unrolled(c), row, b)
+      flops = model_flops(counted[0].lower(*counted[1:]))
+      del counted
     update, state, data = build(name, c, row, b)
+    if unrolled:
+      flops = model_flops(update.lower(state, data))
     step_ms, compile_s = train_step.time_update(update, state, data, steps)
   shape = (f"{c.acis.image_size}²" if name.startswith("acis") else
            "×".join(map(str, c.data.crop_size)))
@@ -254,8 +254,7 @@ def main() -> None:
   header = (f"| {'row':<13} | {'config':<38} | {'B':>3} | {'shape':>8} | {'step ms':>9} "
             f"| {'img/s':>8} | {'GFLOP/step':>10} | {'TFLOP/s':>8} | {'MFU':>6} "
             f"| {'of matmul':>9} |")
-  print(header)
-  print("|" + "|".join("-" * len(x) for x in header.split("|")[1:-1]) + "|")
+  harness.print_header(header)
   records = []
   for name in args.only or list(ROWS):
     r = measure(name, scale, device, batch=args.batch, steps=args.steps, peak=peak)

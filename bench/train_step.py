@@ -50,6 +50,7 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
+import harness  # noqa: E402  (bench/)
 
 from jaxseg import algorithms
 from jaxseg import config as config_lib
@@ -207,8 +208,7 @@ def main() -> None:
         f"({jax.device_count()} device(s))", flush=True)
   header = (f"| {'name':<20} | {'fw':<5} | {'method':<10} | {'H×W':>8} | {'B':>2} "
             f"| {'step ms':>8} | {'img/s':>7} | {'compile s':>9} | {'ratio':>9} |")
-  print(header)
-  print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+  harness.print_header(header)
   for name in names:
     rows = [time_jax(name, args.steps)]
     if args.rss:

@@ -62,6 +62,15 @@ def thp_mode(path: str = _THP) -> str | None:
   return text[text.index("[") + 1:text.index("]")] if "[" in text else None
 
 
+def glibc_version() -> tuple[int, int] | None:
+  """(major, minor) of the running glibc, None for another C library."""
+  version = (os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "") or ""
+  if not version.startswith("glibc "):
+    return None
+  major, minor = version.split()[1].split(".")[:2]
+  return int(major), int(minor)
+
+
 def huge_pages() -> bool:
   """Makes glibc back its heap and large blocks with 2 MB transparent huge
   pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, glibc >= 2.35).
@@ -74,10 +83,7 @@ def huge_pages() -> bool:
   """
   if not sys.platform.startswith("linux") or thp_mode() not in ("always", "madvise"):
     return False
-  libc_version = getattr(os, "confstr", lambda _: None)("CS_GNU_LIBC_VERSION") or ""
-  if not libc_version.startswith("glibc "):
-    return False
-  if tuple(int(x) for x in libc_version.split()[1].split(".")[:2]) < (2, 35):
+  if (glibc_version() or (0, 0)) < (2, 35):
     return False
   tunables = os.environ.get("GLIBC_TUNABLES", "")
   if _HUGETLB in tunables.split(":"):
@@ -88,8 +94,7 @@ def huge_pages() -> bool:
   env = dict(os.environ, GLIBC_TUNABLES=":".join(t for t in (tunables, _HUGETLB) if t))
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, sys.orig_argv, env)
-  return True  # not reached
+  os.execve(sys.executable, sys.orig_argv, env)  # does not return
 
 
 def keep_freed_memory() -> bool:

@@ -56,13 +56,8 @@ def test_policy_from_argv_and_env(monkeypatch):
     host.configure()
 
 
-def _glibc_at_least(major: int, minor: int) -> bool:
-  version = (os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "") or ""
-  return version.startswith("glibc ") and tuple(
-      int(x) for x in version.split()[1].split(".")[:2]) >= (major, minor)
-
-
-@pytest.mark.skipif(host.thp_mode() not in ("always", "madvise") or not _glibc_at_least(2, 35),
+@pytest.mark.skipif(host.thp_mode() not in ("always", "madvise")
+                    or (host.glibc_version() or (0, 0)) < (2, 35),
                     reason="needs transparent huge pages and glibc >= 2.35")
 def test_hugepages_restarts_with_the_tunable_and_maps_2mb_pages():
   applied, faults = _probe("hugepages")
