@@ -1,6 +1,6 @@
 """Where a train step's time goes on XLA:CPU: per-op profiler time, grouped.
 
-    python bench/profile_step.py [--only ROW ...] [--steps N] [--json OUT] [--ops K]
+    python bench/profile_step.py [--only ROW ...] [--steps N] [--json OUT] [--ops K] [--malloc P]
 
 Each row of bench/train_step.py is compiled, warmed up and run `--steps` times
 under `jax.profiler.trace`, with XLA:CPU's per-instruction trace events on
@@ -12,7 +12,7 @@ of the model × pass. Times are thread time per step summed over XLA's executor
 threads, so the parts can add up to more than the wall time when instructions
 overlap; the table also gives the step's median wall time and its page faults.
 
-`--malloc keep|default` chooses the host allocator's policy (jaxseg/host.py);
+`--malloc default|keep|hugepages` chooses the host allocator's policy (jaxseg/host.py);
 the default is $JAXSEG_MALLOC, else glibc's own behaviour.
 """
 from __future__ import annotations

@@ -142,8 +142,9 @@ def build(name: str, num_classes: int) -> nn.Module:
   raise KeyError(f"no PyTorch equivalent of {name!r}")
 
 
-def time_step(name: str, h: int, w: int, b: int, steps: int, num_classes: int) -> float:
-  """Median ms of an AdamW train step of `build(name)` on a fixed random batch."""
+def make_step(name: str, h: int, w: int, b: int, num_classes: int):
+  """A callable running one AdamW train step of `build(name)` on a fixed random
+  batch, after a warm-up step."""
   torch.set_num_threads(2)
   torch.manual_seed(0)
   net = build(name, num_classes).train()
@@ -158,9 +159,4 @@ def time_step(name: str, h: int, w: int, b: int, steps: int, num_classes: int) -
     opt.step()
 
   step()
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return 1000 * statistics.median(times)
+  return step

@@ -1,7 +1,7 @@
 """Benchmark: compile time and images/s of the PSL train step.
 
     python bench/train_step.py [--json out.json] [--torch] [--rss] [--ciss] [--only NAME]
-        [--steps N] [--malloc default|keep]
+        [--steps N] [--malloc default|keep|hugepages]
 
 Rows (all with AdamW and the full jitted, donated update the trainer uses):
   sfpnext_nano_512      SFPNeXt + ConvNeXt-V2-nano, 512×512, batch 2
@@ -17,8 +17,14 @@ ConvNeXt-V2-nano + 1×1 head rows and the Tab. 4 rows are also timed in PyTorch 
 the same machine in the same run (bench/torch_reference.py: the same
 architectures, AdamW, 2 threads); the ratio column is torch ms / jax ms.
 
-`--malloc keep` keeps freed memory mapped (jaxseg/host.py) for both
-frameworks, which share the process.
+All contenders of a row (jax, torch, the `--rss` / `--ciss` methods) are
+compiled and warmed up first, then timed in `--steps` interleaved rounds (per
+round, each in turn: one untimed step, one timed step; medians): on a shared
+machine whose speed drifts by ±25 % over minutes, the ratio is then measured
+under the same conditions.
+
+`--malloc hugepages|keep` sets the host allocator's policy (jaxseg/host.py)
+for both frameworks, which share the process.
 
 With `--rss`, every row is also timed with the RSS losses on the same model,
 batch and labels, in the same run: pixel-level (N=4, SyncAN), the paper's
@@ -40,6 +46,7 @@ import pathlib
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 from jaxseg import host
 
@@ -115,21 +122,49 @@ def build_update(loss_fn, params, tx, schedule, *, batch: int, height: int, widt
   return update, state, data
 
 
-def time_update(update, state, batch, steps: int) -> tuple[float, float]:
-  """(median step ms after a warm-up step, compile s) of a jitted, donated
-  `update(state, batch) -> (state, metrics, _)`."""
+def jax_stepper(update, state, batch) -> tuple[Callable[[], None], float]:
+  """(a callable running one step of the jitted, donated `update(state, batch)
+  -> (state, metrics, _)` and carrying its state on, compile s), after a
+  warm-up step."""
   t0 = time.perf_counter()
   compiled = update.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
-  state, m, _ = compiled(state, batch)  # warm-up
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, m, _ = compiled(state, batch)
-    jax.block_until_ready((state, m))
-    times.append(time.perf_counter() - t0)
-  return 1000 * statistics.median(times), compile_s
+  carry = [state]
+
+  def step():
+    new, m, _ = compiled(carry[0], batch)
+    jax.block_until_ready((new, m))
+    carry[0] = new
+
+  step()
+  return step, compile_s
+
+
+def interleaved_ms(steps: list[Callable[[], None]], rounds: int, warm: int = 1) -> list[float]:
+  """Median ms of each callable over `rounds` rounds; in each round every
+  callable in turn runs `warm` untimed steps, then one timed step.
+
+  A slow spell of a shared machine then falls on every contender alike, so
+  their ratios hold where one-after-the-other medians drift by ±20 %; the
+  untimed steps keep out what one framework leaves behind for the other
+  (memory the kernel must map afresh: a jax step timed right after a torch
+  step took 2× its time with 2 MB pages, jaxseg/host.py)."""
+  times = [[] for _ in steps]
+  for _ in range(rounds):
+    for t, step in zip(times, steps):
+      for _ in range(warm if len(steps) > 1 else 0):
+        step()
+      t0 = time.perf_counter()
+      step()
+      t.append(time.perf_counter() - t0)
+  return [1000 * statistics.median(t) for t in times]
+
+
+def time_update(update, state, batch, steps: int) -> tuple[float, float]:
+  """(median step ms after a warm-up step, compile s) of a jitted, donated
+  `update(state, batch) -> (state, metrics, _)`."""
+  step, compile_s = jax_stepper(update, state, batch)
+  return interleaved_ms([step], steps)[0], compile_s
 
 
 def make_row(name: str, num_classes: int = 19, method: str = "psl"):
@@ -170,24 +205,25 @@ def config_update(c: ml_collections.ConfigDict, num_classes: int, *, trainer: st
                       num_classes=num_classes)
 
 
-def time_jax(name: str, steps: int, num_classes: int = 19, method: str = "psl") -> dict:
+def jax_row(name: str, num_classes: int = 19, method: str = "psl"):
+  """(record without its time, one-step callable) of a row's jax step."""
   update, state, batch, (h, w, b) = make_row(name, num_classes, method)
-  step_ms, compile_s = time_update(update, state, batch, steps)
-  return {"name": name, "framework": "jax", "method": method, "height": h, "width": w, "batch": b,
-          "step_ms": step_ms, "images_per_s": b / step_ms * 1000,
-          "compile_s": compile_s}
+  step, compile_s = jax_stepper(update, state, batch)
+  return {"name": name, "framework": "jax", "method": method, "height": h, "width": w,
+          "batch": b, "compile_s": compile_s}, step
 
 
-def time_torch(name: str, steps: int, num_classes: int = 19) -> dict | None:
-  """The PyTorch equivalent of a row (bench/torch_reference.py), None without torch."""
+def torch_row(name: str, num_classes: int = 19):
+  """The PyTorch equivalent of a row (bench/torch_reference.py) as `jax_row`'s
+  pair, None without torch."""
   try:
     import torch_reference  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
   _, h, w, b = jax_config(name)
-  step_ms = torch_reference.time_step(name, h, w, b, steps, num_classes)
-  return {"name": name, "framework": "torch", "method": "psl", "height": h, "width": w, "batch": b,
-          "step_ms": step_ms, "images_per_s": b / step_ms * 1000, "compile_s": 0.0}
+  return ({"name": name, "framework": "torch", "method": "psl", "height": h, "width": w,
+           "batch": b, "compile_s": 0.0},
+          torch_reference.make_step(name, h, w, b, num_classes))
 
 
 def main() -> None:
@@ -210,17 +246,20 @@ def main() -> None:
             f"| {'step ms':>8} | {'img/s':>7} | {'compile s':>9} | {'ratio':>9} |")
   harness.print_header(header)
   for name in names:
-    rows = [time_jax(name, args.steps)]
+    pairs = [jax_row(name)]
     if args.rss:
-      rows += [time_jax(name, args.steps, method=m) for m in METHODS[1:4]]
+      pairs += [jax_row(name, method=m) for m in METHODS[1:4]]
     if args.ciss:
-      rows.append(time_jax(name, args.steps, method="ciss_t2"))
+      pairs.append(jax_row(name, method="ciss_t2"))
     if args.torch and name in TORCH_ROWS:
-      ref = time_torch(name, args.steps)
+      ref = torch_row(name)
       if ref is None:
         print("torch is not installed: pip install torch==2.13.0", file=sys.stderr)
       else:
-        rows.append(ref)
+        pairs.append(ref)
+    # Every contender of a row is timed in the same rounds (interleaved_ms).
+    rows = [dict(r, step_ms=ms, images_per_s=r["batch"] / ms * 1000) for (r, _), ms in
+            zip(pairs, interleaved_ms([step for _, step in pairs], args.steps))]
     for r in rows:
       ratio = ""  # torch/jax on the PSL row, or ×PSL on an RSS row
       torch_rows = [x for x in rows if x["framework"] == "torch"]

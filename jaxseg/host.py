@@ -7,27 +7,29 @@ serves a block that large with `mmap` and unmaps it when it is freed, so
 every step page-faults all of it again and the kernel zeroes every page:
 110k page faults per step (bench/profile_step.py prints them).
 
-`JAXSEG_MALLOC=keep` (or `--malloc keep` for the benchmarks) makes glibc serve
-large blocks from one heap and keep them when freed (`mallopt`: one arena, no
-`mmap` for large blocks, no trimming), so later steps reuse mapped pages:
-no page faults at all. Measured on the 2-core development host (README,
-"Speed on CPU"), it is not a win, hence opt-in, for diagnosis and for
-executables loaded from the persistent compilation cache:
-
-* loaded from the cache: 96×128 step ~750 ms with `keep` against ~970 ms;
-* compiled in the same process (the first run of a command): slower, 856 /
-  1,187 / 1,303 ms with `keep` against 951 / 820 / 971 ms without (alternating
-  runs); the depthwise kernel gradient's row loop is what slows down, for
-  reasons not yet found.
+On a VM with free page reporting (Firecracker here: freed 2 MB blocks are
+handed back to the host, `/sys/module/page_reporting`), each such fault may
+also make the host map the page again.
 
 `JAXSEG_MALLOC=hugepages` (`--malloc hugepages`) is the measured win: glibc
 backs large blocks with 2 MB transparent huge pages (its `hugetlb=1`
 tunable, which needs a restart of the process: `huge_pages` re-executes it
 with the tunable set), so faulting in the temp buffer takes 512× fewer
-faults. ConvNeXt-V2-nano + 1×1 head, two alternating side-by-side runs each
-(README): 96×128 b8 jax 397 / 395 ms against 578 / 510 ms without; 512² b2
-1,995 / 2,008 ms against 3,030 / 2,606 ms; PyTorch in the same process gains
-too, less at 512². It is opt-in because it restarts the interpreter.
+faults and freed blocks are reused by the next step before they are
+reported. ConvNeXt-V2-nano + 1×1 head against PyTorch in the same process,
+interleaved (README, "Speed on CPU"): 96×128 b8 1.01× / 1.01× PyTorch's
+speed against 0.74× / 0.81× without; 512² b2 1.01× / 1.08× against 0.94× /
+0.92×. After ≥ 1 s idle the next step can take 2–2.5× (its freed blocks were
+reported meanwhile); steps run back to back in training. It is opt-in
+because it restarts the interpreter.
+
+`JAXSEG_MALLOC=keep` (or `--malloc keep`) makes glibc serve large blocks
+from one heap and keep them when freed (`mallopt`: one arena, no `mmap` for
+large blocks, no trimming): no page faults at all, but the executor threads
+contend for the one arena's lock (~4,000 voluntary context switches per step
+against ~300), so steps are slower than with `hugepages` (96×128: ~530
+against ~390 ms); with more arenas glibc unmaps per-thread heaps when they
+empty and the faults return. Kept for diagnosis.
 
 `keep`'s price: the process's resident memory stays at its peak, and threads
 share one malloc arena. It must be applied before JAX, numpy or torch start
