@@ -8,15 +8,14 @@
 * `segmenter_vit*_512`: timm `vit_{base,large}_patch16_384` at 512×512 + the
   authors' mask transformer (jaxseg.models.segmenter's equations).
 
-Each: AdamW, cross-entropy on logits bilinearly resized to the input, 2 threads,
-median of `steps` timed steps after one warm-up step.
+Each: AdamW, cross-entropy on logits bilinearly resized to the input, 2 threads;
+`make_step` returns one train step, after a warm-up step, for bench/train_step.py
+to time beside the jax step.
 """
 from __future__ import annotations
 
 import pathlib
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
