@@ -1,4 +1,5 @@
-"""bench/mfu.py: model FLOPs, device peaks and one smoke row."""
+"""bench/mfu.py: model FLOPs, device peaks and one smoke row; bench/train_step.py's
+interleaved rounds."""
 import json
 import pathlib
 import sys
@@ -55,3 +56,16 @@ def test_smoke_row_prints_mfu(tmp_path, monkeypatch, capsys):
   (row,) = record["rows"]
   assert row["gflops_per_step"] > 0 and 0 < row["mfu"] < 1
   assert record["peak_flops"] > 0 and row["images_per_s"] > 0
+
+
+def test_interleaved_rounds_take_turns_with_an_untimed_step_each():
+  """bench/train_step.interleaved_ms: per round every contender runs one
+  untimed then one timed step, in turn; a lone contender runs timed steps only."""
+  import train_step  # pylint: disable=g-import-not-at-top
+  calls = []
+  steps = [lambda: calls.append("a"), lambda: calls.append("b")]
+  assert len(train_step.interleaved_ms(steps, rounds=3)) == 2
+  assert "".join(calls) == "aabb" * 3
+  calls.clear()
+  train_step.interleaved_ms(steps[:1], rounds=3)
+  assert calls == ["a"] * 3
