@@ -142,10 +142,11 @@ def jax_stepper(update, state, batch) -> tuple[Callable[[], None], float]:
 
 def interleaved_ms(steps: list[Callable[[], None]], rounds: int, warm: int = 1) -> list[float]:
   """Median ms of each callable over `rounds` rounds; in each round every
-  callable in turn runs `warm` untimed steps, then one timed step.
+  callable in turn runs `warm` untimed steps, then one timed step (a lone
+  callable, with nothing between its steps, runs timed steps only).
 
   A slow spell of a shared machine then falls on every contender alike, so
-  their ratios hold where one-after-the-other medians drift by ±20 %; the
+  their ratios hold where one-after-the-other medians drift by ±25 %; the
   untimed steps keep out what one framework leaves behind for the other
   (memory the kernel must map afresh: a jax step timed right after a torch
   step took 2× its time with 2 MB pages, jaxseg/host.py)."""

@@ -29,11 +29,9 @@ large blocks, no trimming): no page faults at all, but the executor threads
 contend for the one arena's lock (~4,000 voluntary context switches per step
 against ~300), so steps are slower than with `hugepages` (96×128: ~530
 against ~390 ms); with more arenas glibc unmaps per-thread heaps when they
-empty and the faults return. Kept for diagnosis.
-
-`keep`'s price: the process's resident memory stays at its peak, and threads
-share one malloc arena. It must be applied before JAX, numpy or torch start
-a thread (threads pick their arena on their first allocation):
+empty and the faults return. Kept for diagnosis; the process's resident
+memory then stays at its peak. It must be applied before JAX, numpy or torch
+start a thread (threads pick their arena on their first allocation):
 `python -m jaxseg.main` and the benchmarks call `configure()` first thing.
 """
 from __future__ import annotations
