@@ -166,7 +166,10 @@ def compute(mesh) -> dict:
 
 
 if __name__ == "__main__":
+  import faulthandler, os  # pylint: disable=g-import-not-at-top,multiple-imports
   from jaxseg.trainers import cluster  # pylint: disable=g-import-not-at-top
+  if "STACKS_AFTER_S" in os.environ:  # a hang shows where each process waits
+    faulthandler.dump_traceback_later(float(os.environ["STACKS_AFTER_S"]), exit=True)
   cluster.initialize("auto")
   result = compute(parallel.make_data_mesh())
   if jax.process_index() == 0:

@@ -141,23 +141,58 @@ def test_sigterm_stops_two_processes_together_and_one_process_resumes(prepared, 
   _assert_same_run(reference, work)
 
 
+def _wait_all(procs, logs, timeout):
+  """Waits for every process; the first non-zero exit (or the deadline) fails
+  at once with every process's log tail, instead of waiting out the others'
+  `jax.distributed` shutdown barrier (300 s) behind a failed peer."""
+  deadline = time.time() + timeout
+  while any(p.poll() is None for p in procs):
+    failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+    late = time.time() > deadline
+    if failed or late:
+      tails = "\n".join(f"--- process {i} (exit {p.poll()}):\n{logs[i].read_text()[-4000:]}"
+                        for i, p in enumerate(procs))
+      why = f"process {failed} failed" if failed else f"timed out after {timeout} s"
+      pytest.fail(f"{why}\n{tails}")
+    time.sleep(0.5)
+  return [p.returncode for p in procs]
+
+
+def test_a_failed_process_fails_the_wait_at_once_with_every_log(tmp_path):
+  logs = [tmp_path / f"p{i}.log" for i in range(2)]
+  code = ["import sys, time; print('stuck', file=sys.stderr); time.sleep(60)",
+          "import sys; print('boom', file=sys.stderr); sys.exit(3)"]
+  procs = [subprocess.Popen([sys.executable, "-c", c], stderr=open(l, "w"),
+                            start_new_session=True) for c, l in zip(code, logs)]
+  start = time.time()
+  try:
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)process \[1\] failed.*stuck.*boom"):
+      _wait_all(procs, logs, timeout=50)
+  finally:
+    for p in procs:
+      kill_group(p)
+  assert time.time() - start < 30
+
+
 def test_reductions_eval_syncan_and_every_method_step_on_two_processes(tmp_path):
+  # The one-process reference first: three compiling processes on 2 cores made
+  # the pair's arrival at each collective uneven and the run slower overall.
+  one = {k: v for k, v in multiprocess_steps.compute(parallel.make_data_mesh(4)).items()
+         if not k.startswith(("reduce", "gather"))}
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   out = tmp_path / "two.npz"
+  logs = [tmp_path / f"p{i}.log" for i in range(2)]
   procs = [subprocess.Popen(
       [sys.executable, "-m", "tests.trainers.multiprocess_steps", str(out)], cwd=ROOT,
       env={**_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
-           "JAX_PROCESS_ID": str(i)},
-      stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"p{i}.log", "w"),
+           "JAX_PROCESS_ID": str(i), "STACKS_AFTER_S": str(TIMEOUT - 30)},
+      stdout=subprocess.DEVNULL, stderr=open(logs[i], "w"),
       start_new_session=True) for i in range(2)]
   try:
-    # The one-process reference, compiled while the two processes compile (2 cores).
-    one = {k: v for k, v in multiprocess_steps.compute(parallel.make_data_mesh(4)).items()
-           if not k.startswith(("reduce", "gather"))}
-    assert [p.wait(timeout=TIMEOUT) for p in procs] == [0, 0], (tmp_path / "p0.log").read_text()
+    assert _wait_all(procs, logs, TIMEOUT) == [0, 0]
   finally:
     for p in procs:
       kill_group(p)
