@@ -24,6 +24,7 @@ memory of the step, from `compiled.memory_analysis()`), side by side.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import pathlib
@@ -54,6 +55,13 @@ def load_config(row: str, args):
   c.data.root = str(args.root)
   if args.steps:
     c.total_steps = args.steps
+  for item in args.set:  # KEY=VALUE, a Python literal (a string otherwise)
+    key, _, value = item.partition("=")
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass
+    c.update_from_flattened_dict({key: value})
   return c
 
 
@@ -79,7 +87,8 @@ def run_row(row: str, seed: int, workdir: pathlib.Path, args, rows) -> dict:
     subprocess.run([sys.executable, __file__, "--out", str(args.out), "--rows", row,
                     "--root", str(args.root), "--steps", str(args.steps),
                     "--seeds", str(seed + 1), "--scale", args.scale,
-                    "--train-split", args.train_split, "--pretrain", str(args.pretrain)],
+                    "--train-split", args.train_split, "--pretrain", str(args.pretrain),
+                    *(f"--set={x}" for x in args.set)],
                    check=True)
     return json.loads((workdir / "run.json").read_text())
   out = args.out
@@ -192,6 +201,9 @@ def main():
   p.add_argument("--train-split", default="train")
   p.add_argument("--pretrain", type=pathlib.Path, default=None,
                  help="the shared pre-training's work dir (default OUT/pretrain)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a config override of every row, e.g. acis.critic_warmup=600 "
+                      "(pre-training is shared, so only final-stage keys belong here)")
   p.add_argument("--memory", action="store_true")
   p.add_argument("--lengths", type=int, nargs="+", default=[5, 10, 15])
   args = p.parse_args()

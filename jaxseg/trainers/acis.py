@@ -140,7 +140,7 @@ def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0):
       "bl": (steps.bl_grads, dict(episode, **supervised, **matching)),
       "bl_trunc": (steps.bl_trunc_grads, dict(episode, **supervised, **matching)),
       "critic": (steps.critic_grads, dict(episode, **matching, gamma=a.gamma,
-                                          sample=a.sample_actions,
+                                          sample=a.sample_actions or a.critic_sample,
                                           explore_std=a.explore_std)),
       "actor": (steps.actor_grads, dict(episode, kl_weight=a.kl_weight,
                                         termination_weight=a.termination_weight,

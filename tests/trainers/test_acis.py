@@ -69,6 +69,19 @@ def test_schedules():
   assert acis.step_kind(c, 14) == ("bl_trunc", 5)
 
 
+def test_episode_sampling_switches(setup):
+  """Mean actions by default; `critic_sample` samples the critic's episodes
+  only; `sample_actions` both."""
+  _, nets, _ = setup
+  def sampled(**over):
+    c = tiny_config(**over)
+    return tuple(acis.grads_fn(nets, c, k, frozen={}, length=2).keywords["sample"]
+                 for k in ("critic", "actor"))
+  assert sampled() == (False, False)
+  assert sampled(**{"acis.critic_sample": True}) == (True, False)
+  assert sampled(**{"acis.sample_actions": True}) == (True, True)
+
+
 def test_one_update_on_1_and_8_devices(setup):
   """The AC critic and actor steps, batch sharded over 8 fake devices vs 1."""
   assert jax.device_count() == 8
