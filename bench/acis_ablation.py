@@ -55,6 +55,7 @@ def load_config(row: str, args):
   c.data.root = str(args.root)
   if args.steps:
     c.total_steps = args.steps
+  c.lock()  # a typo in a --set key is a KeyError naming it
   for item in args.set:  # KEY=VALUE, a Python literal (a string otherwise)
     key, _, value = item.partition("=")
     try:
@@ -62,6 +63,7 @@ def load_config(row: str, args):
     except (ValueError, SyntaxError):
       pass
     c.update_from_flattened_dict({key: value})
+  c.unlock()
   return c
 
 
