@@ -52,6 +52,7 @@ def get_config(arg=None):
   # decay 1e-5; `acis.sample_actions=True` explores with σ ≥ explore_std.
   c.acis.dice_loss_weight = 1.0
   c.acis.cvae_kl_weight = 1e-3
+  c.acis.cvae_lr_steps = (0.5, 0.75)  # the authors' 2e-4 → 2e-5 → 2e-6 (cvppp_pretrain.sh)
   c.acis.explore_std = 1.0
   c.acis.init_steps = 4000
   c.acis.weight_decay = 1e-5

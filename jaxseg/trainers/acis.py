@@ -149,12 +149,23 @@ def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0):
   return functools.partial(fn, nets, **kw)
 
 
+def cvae_schedule(config):
+  """The cVAE stage's learning rate: lr, then ×0.1 from each fraction of its
+  `total_steps` in `acis.cvae_lr_steps` (the authors: 2e-4 for 400 epochs,
+  2e-5 to 600, 2e-6 to 800, i.e. steps at 0.5 and 0.75)."""
+  steps = config.total_steps
+  return optax.piecewise_constant_schedule(
+      config.optim.lr, {max(int(f * steps), 1): 0.1 for f in config.acis.cvae_lr_steps})
+
+
 def optimizer(config, trains: tuple[str, ...], *, kind: str) -> optax.GradientTransformation:
   """Adam per trained group; the critic's at `critic_lr_factor` × lr. The
   actor-init and final stages add L2 weight decay `acis.weight_decay` to the
   gradient (torch's `optim.adam` weightDecay, as the authors train) and the
   final stage clamps the actor gradient to ±`acis.grad_clamp` before it."""
   a, lr = config.acis, config.optim.lr
+  if kind == "cvae" and a.cvae_lr_steps:
+    lr = cvae_schedule(config)
   def adam(rate):
     tx = optax.adam(rate, b1=config.optim.b1, b2=config.optim.b2)
     return optax.chain(optax.add_decayed_weights(a.weight_decay), tx) \

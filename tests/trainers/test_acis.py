@@ -67,6 +67,10 @@ def test_schedules():
   assert acis.step_kind(c, 14) == ("actor", 5) and acis.step_kind(c, 61) == ("critic", 15)
   c.acis.method = "bl_trunc"
   assert acis.step_kind(c, 14) == ("bl_trunc", 5)
+  c = tiny_config(**{"total_steps": 40, "optim.lr": 2e-4, "acis.cvae_lr_steps": (0.5, 0.75)})
+  lr = acis.cvae_schedule(c)
+  np.testing.assert_allclose([lr(s) for s in (0, 19, 20, 29, 30, 39)],
+                             [2e-4, 2e-4, 2e-5, 2e-5, 2e-6, 2e-6], rtol=1e-6)
 
 
 def test_episode_sampling_switches(setup):
