@@ -156,7 +156,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.acis.explore_std = 0.0  # with sample_actions, critic episodes use σ ≥ this
   c.acis.critic_sample = False  # True: critic episodes sample (σ ≥ explore_std) while
   # the actor's stay at μ, so Q also sees masks around the actor's
-  c.acis.load_last = "random"  # M_0 of episodes: none | last | random (episode.load_episode)
+  c.acis.load_last = "random"  # M_0 of episodes: none | last | random | any (episode.load_episode)
   c.acis.init_steps = 2000  # the supervised actor init stage (0: none, AC from the cVAE)
   c.acis.init_length = 1  # its episode length, the authors' -seq_length 1
   c.acis.init_load = "random"  # its M_0 (the authors': last)

@@ -105,7 +105,7 @@ def actor_step(nets: Nets, actor_params, decoder_params, inputs: Inputs, state, 
   return (jnp.maximum(state, mask), carry), out
 
 
-LOADS = ("none", "last", "random")
+LOADS = ("none", "last", "random", "any")
 
 
 def load_episode(targets: Targets, rng, length: int, mode: str):
@@ -118,9 +118,12 @@ def load_episode(targets: Targets, rng, length: int, mode: str):
       "none"    k = 0                         (M_0 = 0, truncated at L)
       "last"    k = max(N − L, 0)             (their L < 0: the episode ends)
       "random"  k ~ U{0, …, max(N − L, 0)}    (their L > 0)
+      "any"     k ~ U{0, …, N}                (jaxseg: states up to all covered)
 
   The remaining targets' `counts` are N − k, so the termination targets
-  (`losses.continue_targets`) say whether instances stay uncovered after step t.
+  (`losses.continue_targets`) say whether instances stay uncovered after step t;
+  with "any" an episode may run past its last instance (steps t ≥ N − k), where
+  only the termination ("stop") is trained.
   """
   if mode not in LOADS:
     raise ValueError(f"episode start {mode!r}: choose from {LOADS}")
@@ -128,7 +131,7 @@ def load_episode(targets: Targets, rng, length: int, mode: str):
   if mode == "none":
     return jnp.zeros(targets.masks.shape[:1] + targets.masks.shape[2:]), targets
   pick_rng, k_rng = jax.random.split(rng)
-  spare = jnp.maximum(targets.counts - length, 0)
+  spare = targets.counts if mode == "any" else jnp.maximum(targets.counts - length, 0)
   painted = spare if mode == "last" else jnp.floor(
       jax.random.uniform(k_rng, (b,)) * (spare + 1)).astype(spare.dtype)
   order = jnp.where(targets.valid, jax.random.uniform(pick_rng, targets.valid.shape), 2.0)

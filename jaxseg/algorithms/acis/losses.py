@@ -43,11 +43,13 @@ def step_mask(counts, length: int):
 
 
 def continue_targets(counts, length: int):
-  """(L, B) termination targets: 1 ("continue") while t + 1 < N_b, else 0."""
+  """(L, B) termination targets: 1 ("continue") while t + 1 < N_b, else 0 ("stop"),
+  also on the steps past an image's last instance (t ≥ N_b)."""
   return (jnp.arange(length)[:, None] + 1 < counts[None]).astype(jnp.float32)
 
 
-def termination_loss(cont, counts, valid):
-  """Mean BCE of the "continue" logits (L, B) against `continue_targets` on real steps."""
-  target = continue_targets(counts, cont.shape[0])
-  return jnp.sum(bce(cont, target) * valid) / jnp.maximum(valid.sum(), 1)
+def termination_loss(cont, counts):
+  """Mean BCE of the "continue" logits (L, B) against `continue_targets` over every
+  step: the termination is also taught to stop once nothing is left, which
+  states from `episode.load_episode(..., "any")` show it."""
+  return bce(cont, continue_targets(counts, cont.shape[0])).mean()

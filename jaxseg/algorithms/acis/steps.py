@@ -108,7 +108,7 @@ def bl_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
     w = matched.astype(jnp.float32)
     rec = jnp.sum(losses.mask_loss(out["logits"], assigned, dice_weight) * w) / jnp.maximum(
         w.sum(), 1)
-    term = losses.termination_loss(out["cont"], targets.counts, valid)
+    term = losses.termination_loss(out["cont"], targets.counts)
     return rec + termination_weight * term, {"train/mask_loss": rec,
                                              "train/termination": term}
 
@@ -129,20 +129,19 @@ def bl_trunc_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: i
   assigned, matched = ep.assign_targets(out["mask"], targets, valid, matching)
   w = matched.astype(jnp.float32)
   cont_target = losses.continue_targets(targets.counts, length)
-  vf = valid.astype(jnp.float32)
-  n_mask, n_valid = jnp.maximum(w.sum(), 1), jnp.maximum(vf.sum(), 1)
+  n_mask, n_steps = jnp.maximum(w.sum(), 1), cont_target.size
 
   def step_loss(p, carry, x):
-    target, w_t, v_t, c_t, e = x
+    target, w_t, c_t, e = x
     carry, o = ep.actor_step(nets, p["actor"], frozen["decoder"], inputs, *carry, e,
                              sample=False)
     rec = jnp.sum(losses.mask_loss(o["logits"], target, dice_weight) * w_t) / n_mask
-    term = jnp.sum(losses.bce(o["cont"], c_t) * v_t) / n_valid
+    term = jnp.sum(losses.bce(o["cont"], c_t)) / n_steps  # every step: `termination_loss`
     return rec + termination_weight * term, (carry, (rec, term))
 
   init = ep.episode_start(nets, inputs, state0)
   loss, grads, (rec, term) = ep.per_step_grads(
-      step_loss, params, init, (assigned, w, vf, cont_target, eps), unroll=unroll)
+      step_loss, params, init, (assigned, w, cont_target, eps), unroll=unroll)
   return loss, grads, {"train/mask_loss": rec.sum(), "train/termination": term.sum()}
 
 
@@ -203,12 +202,12 @@ def actor_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
                              sample=sample)
     q = nets.critic.apply({"params": critic}, inputs.critic(state, o["mask"]))
     kl = losses.kl_normal(o["mu"], o["logvar"])
-    term = losses.bce(o["cont"], c_t)
-    loss = jnp.sum((-q + kl_weight * kl + termination_weight * term) * v_t) / n_valid
-    return loss, (carry, (jnp.sum(q * v_t), jnp.sum(kl * v_t), jnp.sum(term * v_t)))
+    term = jnp.sum(losses.bce(o["cont"], c_t)) / c_t.size  # every step: `termination_loss`
+    loss = jnp.sum((-q + kl_weight * kl) * v_t) / n_valid + termination_weight * term / length
+    return loss, (carry, (jnp.sum(q * v_t), jnp.sum(kl * v_t), term))
 
   init = ep.episode_start(nets, inputs, state0)
   loss, grads, (q, kl, term) = ep.per_step_grads(
       step_loss, {"actor": params["actor"]}, init, (vf, cont_target, eps), unroll=unroll)
   return loss, grads, {"train/q": q.sum() / n_valid, "train/kl": kl.sum() / n_valid,
-                       "train/termination": term.sum() / n_valid}
+                       "train/termination": term.sum() / length}

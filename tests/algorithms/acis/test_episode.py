@@ -85,11 +85,12 @@ def test_explore_std_floors_the_sampled_noise(setup):
   assert np.abs(decoded(mu + 2.0 * eps) - decoded(mu + sigma * eps)).max() > 1e-3
 
 
-@pytest.mark.parametrize("mode", ["none", "last", "random"])
+@pytest.mark.parametrize("mode", ["none", "last", "random", "any"])
 def test_load_episode_paints_a_random_subset_into_the_start_state(mode):
   """Against a numpy reading of the authors' -loadLast: k painted instances
-  (none: 0, last: max(N − L, 0), random: 0 ≤ k ≤ max(N − L, 0)), M_0 their
-  union, the targets the others, and the painted subset differs across keys."""
+  (none: 0, last: max(N − L, 0), random: 0 ≤ k ≤ max(N − L, 0), any: 0 ≤ k ≤ N),
+  M_0 their union, the targets the others, and the painted subset differs
+  across keys."""
   batch = synthetic_batch(b=6, max_count=6, seed=3)
   targets = ep.make_targets(jnp.asarray(batch["instances"]), MAX_INSTANCES)
   masks, valid = np.asarray(targets.masks), np.asarray(targets.valid)
@@ -103,7 +104,7 @@ def test_load_episode_paints_a_random_subset_into_the_start_state(mode):
       k = int(painted.sum())
       assert not (rest_valid[i] & ~valid[i]).any()
       assert int(rest.counts[i]) == n - k == int(rest_valid[i].sum())
-      spare = max(n - length, 0)
+      spare = n if mode == "any" else max(n - length, 0)
       assert k == {"none": 0, "last": spare}.get(mode, k) and 0 <= k <= spare
       union = masks[i][painted].max(0) if k else np.zeros(masks.shape[2:])
       np.testing.assert_array_equal(state0[i], union)
@@ -111,6 +112,7 @@ def test_load_episode_paints_a_random_subset_into_the_start_state(mode):
       ks.append((i, k))
   if mode != "none":
     assert len(subsets) > valid.shape[0]  # random subsets, not always the same ones
-  if mode == "random":  # every k in [0, N − L] is drawn for the image with most instances
-    i = int(valid.sum(-1).argmax())
-    assert {k for j, k in ks if j == i} == set(range(int(valid[i].sum()) - length + 1))
+  if mode in ("random", "any"):  # every k in [0, N − L] ([0, N]) is drawn for the
+    i = int(valid.sum(-1).argmax())  # image with most instances
+    top = int(valid[i].sum()) - (length if mode == "random" else 0)
+    assert {k for j, k in ks if j == i} == set(range(top + 1))

@@ -133,3 +133,27 @@ def test_init_step_is_bce_on_the_one_instance_load_last_leaves(setup):
   rec = np.mean(np.asarray(losses_lib.mask_loss(out["logits"], target, 1.0)))
   stop = np.mean(np.asarray(losses_lib.bce(out["cont"], jnp.zeros(8))))
   np.testing.assert_allclose(loss, rec + stop, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bl_trunc", "actor"])
+def test_termination_also_says_stop_past_the_last_instance(setup, kind):
+  """With load "any" an episode can start with every instance painted or run
+  past its last one; the termination term is the BCE over all L × B steps
+  against numpy targets 1[t + 1 < N − k] (so "stop" on those steps too)."""
+  nets, params = setup
+  batch = jax.tree.map(jnp.asarray, synthetic_batch())
+  length, rng = 3, jax.random.key(4)
+  fn = _bind(kind, nets, params, length=length)
+  fn = functools.partial(fn.func, *fn.args, **{**fn.keywords, "load": "any"})
+  metrics = jax.jit(lambda p: fn(p, batch, rng, 0)[2])(params)
+  state0, rest = ep.load_episode(ep.make_targets(batch["instances"], EPISODE["max_instances"]),
+                                 jax.random.split(rng)[0], length, "any")
+  counts = np.asarray(rest.counts)
+  assert (counts < length).any()  # some episodes do run past their last instance
+  inputs = ep.make_inputs(nets, params["preproc"], batch["image"])
+  out = ep.rollout(nets, params["actor"], params["decoder"], inputs,
+                   jnp.zeros((length, 8, EPISODE["latent_dim"])), sample=False, state0=state0)
+  x = np.asarray(out["cont"], np.float64)
+  target = (np.arange(length)[:, None] + 1 < counts[None]).astype(np.float64)
+  bce = np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x)))
+  np.testing.assert_allclose(float(metrics["train/termination"]), bce.mean(), rtol=1e-4)
