@@ -137,6 +137,12 @@ def write_summary(out: pathlib.Path, results: dict, pre: dict, args) -> str:
     cells = [cell(runs, f"val/{k}{suffix}") for suffix in ("", "_mask_only", "_lstm_only")
              for k in ("dice_gt_stop", "abs_dic")]
     lines.append(f"| {NAMES[row]} | " + " | ".join(cells) + " |")
+  lines += ["", "Where the count comes from (steps until the termination stopped, of at "
+            "most 21; the foreground share the label map covers; `–` for runs from before "
+            "these metrics):", "", "| row | steps | DiC | fg coverage |", "|---|---|---|---|"]
+  for row, runs in results.items():
+    lines.append(f"| {NAMES[row]} | " + " | ".join(
+        cell(runs, f"val/{k}") for k in ("steps", "dic", "fg_coverage")) + " |")
   lines += ["", "Pre-training and the actor init (val split):", ""]
   for stage, m in pre.items():
     if m:

@@ -25,9 +25,12 @@ from jaxseg.trainers import step as step_lib
 
 # Tab. 2's names: which recurrent state is left when the other is zeroed.
 BLOCK_NAMES = {"none": "", "lstm": "_mask_only", "mask": "_lstm_only"}
-# The per-image values of an episode evaluation.
+# The per-image values of an episode evaluation: the CVPPP metrics, Tab. 2's
+# Dice*, the steps taken before the termination stopped (`steps` − the
+# predicted count = masks the label map swallowed) and the foreground covered.
 ROW_KEYS = (*instance_eval.instance_metrics(np.zeros((1, 1), np.int32),
-                                            np.zeros((1, 1), np.int32)), "dice_gt_stop")
+                                            np.zeros((1, 1), np.int32)),
+            "dice_gt_stop", "steps", "fg_coverage")
 
 
 def _resize_example(ex, size: int):
@@ -71,8 +74,9 @@ def episode_evaluator(nets: ep.Nets, config):
         full = infer_lib.paste_back(masks[:, 0], gt.shape)
         dice = float(infer_lib.gt_stop_dice(full, gt))
         if b == "none":
-          row.update(instance_eval.instance_metrics(infer_lib.label_map(full[:k]), gt),
-                     dice_gt_stop=dice)
+          labels = infer_lib.label_map(full[:k])
+          row.update(instance_eval.instance_metrics(labels, gt), dice_gt_stop=dice,
+                     steps=k, fg_coverage=infer_lib.fg_coverage(labels, gt))
         else:
           row[b] = (dice, abs(k - count))
       ids.append(i)

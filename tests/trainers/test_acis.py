@@ -149,7 +149,7 @@ def test_main_runs_every_stage_then_reuses_them(cvppp_root, tmp_path):
   metrics = result.metrics
   assert result.workdir == tmp_path / "a" / "bl_trunc" and result.step == c.total_steps
   for key in ("sbd", "abs_dic", "dic", "mwcov", "mucov", "avg_fp", "avg_fn", "dice_gt_stop",
-              "dice_gt_stop_mask_only", "abs_dic_lstm_only"):
+              "dice_gt_stop_mask_only", "abs_dic_lstm_only", "steps", "fg_coverage"):
     assert np.isfinite(metrics[f"val/{key}"]), key
   for stage in ("preproc", "cvae", "actor_init", "bl_trunc"):
     assert (tmp_path / "a" / stage / "metrics.jsonl").exists()

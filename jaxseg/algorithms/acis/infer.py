@@ -37,6 +37,14 @@ def label_map(masks: np.ndarray) -> np.ndarray:
   return np.where(masks.max(0) > 0.5, best + 1, 0).astype(np.int32)
 
 
+def fg_coverage(labels: np.ndarray, gt: np.ndarray) -> float:
+  """Fraction of the ground-truth foreground (gt > 0) that the predicted label
+  map covers: with the termination never stopping, a low value says the
+  actor repeats masks instead of moving on to uncovered leaves."""
+  fg = gt > 0
+  return float(np.sum((labels > 0) & fg) / max(int(fg.sum()), 1))
+
+
 def paste_back(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   """Bilinear upsampling of (n, S, S) probabilities to the original (H, W)."""
   return np.stack([np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(

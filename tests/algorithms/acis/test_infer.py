@@ -22,3 +22,15 @@ def test_inference_helpers():
   perfect = np.stack([gt == 9, gt == 5]).astype(np.float32)
   assert acis.gt_stop_dice(perfect, gt) == pytest.approx(1.0)
   assert acis.gt_stop_dice(perfect[:1], gt) == pytest.approx(0.5)
+
+
+def test_fg_coverage_counts_ground_truth_foreground_pixels_under_any_label():
+  gt = np.zeros((4, 4), np.int32)
+  gt[:2], gt[3, :2] = 5, 9  # 10 foreground pixels
+  labels = np.zeros((4, 4), np.int32)
+  labels[0] = 1  # 4 on leaf 5
+  labels[1, :2] = 2  # 2 more on leaf 5
+  labels[2] = 3  # background only: does not count
+  want = sum(labels[i, j] > 0 and gt[i, j] > 0 for i in range(4) for j in range(4)) / 10
+  assert acis.fg_coverage(labels, gt) == pytest.approx(want) == pytest.approx(0.6)
+  assert acis.fg_coverage(labels, np.zeros_like(gt)) == 0.0
