@@ -14,6 +14,7 @@ critic + actor update.
 """
 import functools
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -161,8 +162,15 @@ def reductions() -> dict:
 
 
 def compute(mesh) -> dict:
-  return {**reductions(), **evaluation(), **sync_an(mesh), **rss_step(mesh),
-          **ciss_step(mesh), **acis_step(mesh)}
+  parts = {"reductions": reductions, "evaluation": evaluation,
+           "sync_an": lambda: sync_an(mesh), "rss": lambda: rss_step(mesh),
+           "ciss": lambda: ciss_step(mesh), "acis": lambda: acis_step(mesh)}
+  out, start = {}, time.time()
+  for name, part in parts.items():
+    out.update(part())
+    # Each part's finish time goes to the log, so a slow or stuck part is named.
+    print(f"[{time.time() - start:6.1f} s] {name} done", file=sys.stderr, flush=True)
+  return out
 
 
 if __name__ == "__main__":

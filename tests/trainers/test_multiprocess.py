@@ -146,16 +146,20 @@ def _wait_all(procs, logs, timeout):
   at once with every process's log tail, instead of waiting out the others'
   `jax.distributed` shutdown barrier (300 s) behind a failed peer."""
   deadline = time.time() + timeout
-  while any(p.poll() is None for p in procs):
+  while True:
+    running = any(p.poll() is None for p in procs)
     failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
-    late = time.time() > deadline
+    late = running and time.time() > deadline
+    # Every process may have failed between two polls (a peer's failure ends
+    # the other at once, as does `STACKS_AFTER_S`): the logs go with it too.
     if failed or late:
       tails = "\n".join(f"--- process {i} (exit {p.poll()}):\n{logs[i].read_text()[-4000:]}"
                         for i, p in enumerate(procs))
       why = f"process {failed} failed" if failed else f"timed out after {timeout} s"
       pytest.fail(f"{why}\n{tails}")
+    if not running:
+      return [p.returncode for p in procs]
     time.sleep(0.5)
-  return [p.returncode for p in procs]
 
 
 def test_a_failed_process_fails_the_wait_at_once_with_every_log(tmp_path):
@@ -172,6 +176,20 @@ def test_a_failed_process_fails_the_wait_at_once_with_every_log(tmp_path):
     for p in procs:
       kill_group(p)
   assert time.time() - start < 30
+
+
+def test_processes_that_all_fail_together_fail_the_wait_with_every_log(tmp_path):
+  """Both exit 1 before the first poll, as both do when one dumps its stacks
+  after `STACKS_AFTER_S` and the other loses its peer."""
+  logs = [tmp_path / f"p{i}.log" for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, "-c",
+                             f"import sys; print('gone {i}', file=sys.stderr); sys.exit(1)"],
+                            stderr=open(l, "w"), start_new_session=True)
+           for i, l in enumerate(logs)]
+  for p in procs:
+    p.wait(timeout=30)
+  with pytest.raises(pytest.fail.Exception, match=r"(?s)process \[0, 1\] failed.*gone 0.*gone 1"):
+    _wait_all(procs, logs, timeout=50)
 
 
 def test_reductions_eval_syncan_and_every_method_step_on_two_processes(tmp_path):
