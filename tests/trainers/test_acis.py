@@ -2,6 +2,7 @@
 import functools
 import json
 import pathlib
+import sys
 
 import jax
 import numpy as np
@@ -19,6 +20,8 @@ from ..algorithms.acis.conftest import synthetic_batch
 from ..data.test_kitti import kitti_tree
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+sys.path.insert(0, str(CONFIGS.parent / "bench"))
+import acis_steps  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def tiny_config(variant="ac", **overrides):
@@ -139,7 +142,7 @@ def test_kitti_config_reads_the_authors_layout(tmp_path):
   assert train[0]["image"].shape[:2] == tuple(c.data.resize)
 
 
-def test_main_runs_every_stage_then_reuses_them(cvppp_root, tmp_path):
+def test_main_runs_every_stage_then_reuses_them(cvppp_root, tmp_path, capsys):
   """`configs/acis_cvppp.py:bl,runlocal` on the real CVPPP A1 copy: four stages,
   val metrics written; a second variant reuses the pre-training and the actor
   init via init_from and starts from that init's actor."""
@@ -154,6 +157,15 @@ def test_main_runs_every_stage_then_reuses_them(cvppp_root, tmp_path):
   for stage in ("preproc", "cvae", "actor_init", "bl_trunc"):
     assert (tmp_path / "a" / stage / "metrics.jsonl").exists()
   assert list((tmp_path / "a" / "bl_trunc" / "panels").glob("*.png"))
+  # bench/acis_steps.py reads the same stages: one table row per step.
+  acis_steps.main(["--stages", *(str(tmp_path / "a" / s) for s in ("preproc", "cvae",
+                                                                     "bl_trunc")),
+                   "--config", f"{CONFIGS / 'acis_cvppp.py'}:bl_trunc,runlocal",
+                   "--root", str(cvppp_root)])
+  table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+           if line.startswith("| ") and line[2].isdigit()]
+  assert [int(r[0]) for r in table] == list(range(c.acis.max_instances))
+  assert all(0 <= float(v) <= 1 for r in table for v in r[2:])
   c2 = tiny_config("ac", **{"data.root": str(cvppp_root), "eval.max_examples": 1,
                             "batch_size": 8, "init_from": str(tmp_path / "a")})
   acis.train_and_evaluate(c2, str(tmp_path / "b"))

@@ -62,3 +62,33 @@ def gt_stop_dice(masks: np.ndarray, gt: np.ndarray) -> float:
   truth = (gt[None] == ids[:, None, None]).astype(np.float32)
   scores = rewards.soft_dice_scores(jnp.asarray(pred), jnp.asarray(truth))
   return float(rewards.max_matching(scores)[1]) / ids.size
+
+
+def step_stats(masks: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+  """What each step of one episode adds, from its (T, H, W) probabilities:
+
+      area[t]      |m_t|, m_t = masks[t] > 0.5
+      in_state[t]  |m_t ∩ ∪_{i<t} m_i| / |m_t|          (0 for an empty mask)
+      best_dice[t] max_j Dice(m_t, G_j) over ground-truth instances G_j
+      repeat[t]    1 if that best G_j was the best of an earlier step
+                   (an empty mask: best_dice = repeat = 0)
+
+  An actor that moves on has in_state ≈ 0 and repeat = 0; one stuck on the
+  leaves it has covered has both near 1 while the termination keeps going.
+  """
+  m = np.asarray(masks) > 0.5
+  ids = np.unique(gt[gt > 0])
+  g = gt[None] == ids[:, None, None]
+  out = {k: np.zeros(len(m)) for k in ("area", "in_state", "best_dice", "repeat")}
+  state, seen = np.zeros(gt.shape, bool), set()
+  for t, mt in enumerate(m):
+    area = int(mt.sum())
+    out["area"][t] = area
+    out["in_state"][t] = (mt & state).sum() / area if area else 0.0
+    if ids.size and area:
+      dice = 2 * (mt[None] & g).sum((1, 2)) / np.maximum(area + g.sum((1, 2)), 1)
+      j = int(dice.argmax())
+      out["best_dice"][t], out["repeat"][t] = dice[j], float(j in seen)
+      seen.add(j)
+    state |= mt
+  return out

@@ -34,3 +34,19 @@ def test_fg_coverage_counts_ground_truth_foreground_pixels_under_any_label():
   want = sum(labels[i, j] > 0 and gt[i, j] > 0 for i in range(4) for j in range(4)) / 10
   assert acis.fg_coverage(labels, gt) == pytest.approx(want) == pytest.approx(0.6)
   assert acis.fg_coverage(labels, np.zeros_like(gt)) == 0.0
+
+
+def test_step_stats_tell_a_new_leaf_from_a_repeated_one():
+  gt = np.zeros((4, 6), np.int32)
+  gt[:, :3], gt[:, 3:] = 4, 7  # two leaves of 12 pixels
+  masks = np.zeros((4, 4, 6), np.float32)
+  masks[0, :, :3] = 0.9  # leaf 4 exactly
+  masks[1, :2, 3:] = 0.8  # half of leaf 7: Dice 2·6 / (6 + 12)
+  masks[2, :, 1:3] = 0.7  # inside the state, on leaf 4 again
+  masks[3] = 0.2  # empty
+  s = acis.step_stats(masks, gt)
+  np.testing.assert_array_equal(s["area"], [12, 6, 8, 0])
+  np.testing.assert_allclose(s["in_state"], [0, 0, 1, 0])
+  np.testing.assert_allclose(s["best_dice"], [1, 2 / 3, 2 * 8 / 20, 0])
+  np.testing.assert_array_equal(s["repeat"], [0, 0, 1, 0])
+  assert acis.step_stats(masks, np.zeros_like(gt))["best_dice"].sum() == 0
