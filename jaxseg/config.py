@@ -160,6 +160,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.acis.init_steps = 2000  # the supervised actor init stage (0: none, AC from the cVAE)
   c.acis.init_length = 1  # its episode length, the authors' -seq_length 1
   c.acis.init_load = "random"  # its M_0 (the authors': last)
+  c.acis.paint_erode = 0  # painted instances eroded by r ~ U{0..this} px (authors: 0)
   c.acis.init_actor = "fresh"  # fresh | cvae: the actor it starts from
   c.acis.weight_decay = 0.0  # L2 on the actor-init and final stages' gradients
   c.acis.matching = "device"  # device | host: Hungarian matching on device or by scipy

@@ -73,6 +73,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice("acis.load_last", a.load_last, ep.LOADS)
   config_lib.check_choice("acis.init_load", a.init_load, ep.LOADS)
   config_lib.check_choice("acis.init_actor", a.init_actor, INIT_ACTORS)
+  if a.paint_erode < 0:
+    raise ValueError(f"config.acis.paint_erode={a.paint_erode} must be >= 0 (px).")
   config_lib.check_choice("acis.matching", a.matching, ep.MATCHINGS)
   if a.init_steps < 0 or not 1 <= a.init_length <= a.max_instances:
     raise ValueError(f"config.acis.init_steps={a.init_steps} must be >= 0 (0: no actor "
@@ -126,7 +128,8 @@ def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0):
   a = config.acis
   unroll = step_lib.rollout_unrolled(a.rollout, "acis.rollout")
   episode = dict(frozen=frozen, length=length, max_instances=a.max_instances,
-                 latent_dim=a.latent_dim, unroll=unroll, load=a.load_last)
+                 latent_dim=a.latent_dim, unroll=unroll,
+                 load=ep.Load(a.load_last, a.paint_erode))
   matching = dict(matching=a.matching)
   supervised = dict(dice_weight=a.dice_loss_weight, termination_weight=a.termination_weight)
   fn, kw = {
@@ -136,7 +139,7 @@ def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0):
                                       latent_dim=a.latent_dim, kl_weight=a.cvae_kl_weight,
                                       dice_weight=a.dice_loss_weight)),
       "init": (steps.bl_grads, dict(episode, **supervised, **matching, length=a.init_length,
-                                    load=a.init_load)),
+                                    load=ep.Load(a.init_load, a.paint_erode))),
       "bl": (steps.bl_grads, dict(episode, **supervised, **matching)),
       "bl_trunc": (steps.bl_trunc_grads, dict(episode, **supervised, **matching)),
       "critic": (steps.critic_grads, dict(episode, **matching, gamma=a.gamma,

@@ -108,7 +108,29 @@ def actor_step(nets: Nets, actor_params, decoder_params, inputs: Inputs, state, 
 LOADS = ("none", "last", "random", "any")
 
 
-def load_episode(targets: Targets, rng, length: int, mode: str):
+@dataclasses.dataclass(frozen=True)
+class Load:
+  """How an episode's M_0 is painted: `mode` (one of `LOADS`) and `erode`, the
+  largest erosion radius (px) of a painted instance."""
+  mode: str = "none"
+  erode: int = 0
+
+  @classmethod
+  def of(cls, load: "Load | str") -> "Load":
+    return load if isinstance(load, cls) else cls(load)
+
+
+def erode(masks, radius: int):
+  """Binary erosion of (…, H, W) {0, 1} masks by a (2r+1)² square: r 3×3 min-pools
+  (the image border counts as inside)."""
+  window = (1,) * (masks.ndim - 2) + (3, 3)
+  for _ in range(radius):
+    masks = jax.lax.reduce_window(masks, jnp.inf, jax.lax.min, window, (1,) * masks.ndim,
+                                  "SAME")
+  return masks
+
+
+def load_episode(targets: Targets, rng, length: int, load: Load | str):
   """The episode's start state: (M_0 (B, S, S), the instances left to find).
 
   The authors' `-loadLast` (their dataloader): k of an image's N ground-truth
@@ -124,9 +146,19 @@ def load_episode(targets: Targets, rng, length: int, mode: str):
   (`losses.continue_targets`) say whether instances stay uncovered after step t;
   with "any" an episode may run past its last instance (steps t ≥ N − k), where
   only the termination ("stop") is trained.
+
+  With `erode` = R > 0 (jaxseg, not the authors') each painted instance is
+  T_j eroded by r_j ~ U{0, …, R} px, so M_0 leaves a rim of a found instance
+  uncovered as the actor's own masks do at inference (`bench/acis_steps.py`:
+  the init repeats partly covered leaves); the painted instance stays out of
+  the targets.
   """
+  load = Load.of(load)
+  mode = load.mode
   if mode not in LOADS:
     raise ValueError(f"episode start {mode!r}: choose from {LOADS}")
+  if load.erode < 0:
+    raise ValueError(f"episode start erosion {load.erode} px: must be >= 0")
   b = targets.valid.shape[0]
   if mode == "none":
     return jnp.zeros(targets.masks.shape[:1] + targets.masks.shape[2:]), targets
@@ -137,7 +169,13 @@ def load_episode(targets: Targets, rng, length: int, mode: str):
   order = jnp.where(targets.valid, jax.random.uniform(pick_rng, targets.valid.shape), 2.0)
   rank = jnp.argsort(jnp.argsort(order, -1), -1)  # valid instances first, in random order
   paint = targets.valid & (rank < painted[:, None])
-  state0 = jnp.max(targets.masks * paint[..., None, None], axis=1)
+  masks = targets.masks
+  if load.erode:
+    radius = jax.random.randint(jax.random.fold_in(rng, 1), targets.valid.shape, 0,
+                                load.erode + 1)
+    masks = sum(jnp.where((radius == r)[..., None, None], erode(targets.masks, r), 0.0)
+                for r in range(load.erode + 1))
+  state0 = jnp.max(masks * paint[..., None, None], axis=1)
   return state0, Targets(targets.masks, targets.valid & ~paint, targets.counts - painted)
 
 

@@ -94,7 +94,8 @@ def _episode_setup(nets, batch, rng, frozen, length, max_instances, latent_dim, 
 
 def bl_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
              max_instances: int, latent_dim: int, dice_weight: float,
-             termination_weight: float, load: str = "none", matching: str = "device",
+             termination_weight: float, load: ep.Load | str = "none",
+             matching: str = "device",
              unroll: bool = False):
   """BL: `mask_loss` against Hungarian-assigned instances, BPTT through every step."""
   del step
@@ -118,7 +119,7 @@ def bl_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
 
 def bl_trunc_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
                    max_instances: int, latent_dim: int, dice_weight: float,
-                   termination_weight: float, load: str = "none",
+                   termination_weight: float, load: ep.Load | str = "none",
                    matching: str = "device", unroll: bool = False):
   """BL-Trunc: the same assignment from a forward pass, then one-step BPTT."""
   del step
@@ -147,7 +148,8 @@ def bl_trunc_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: i
 
 def critic_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
                  max_instances: int, latent_dim: int, gamma: float,
-                 sample: bool = False, explore_std: float = 0.0, load: str = "none",
+                 sample: bool = False, explore_std: float = 0.0,
+                 load: ep.Load | str = "none",
                  matching: str = "device", unroll: bool = False):
   """Critic: Q(s_t, m_t) regressed on G_t of an episode (one step at a time).
 
@@ -183,7 +185,8 @@ def critic_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int
 
 def actor_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
                 max_instances: int, latent_dim: int, kl_weight: float,
-                termination_weight: float, sample: bool = False, load: str = "none",
+                termination_weight: float, sample: bool = False,
+                load: ep.Load | str = "none",
                 unroll: bool = False):
   """Actor: −Q(s_t, D(a_t)) + β_KL·KL_t + termination BCE, per step, with
   a_t = μ_t (the authors' `-realNoise 0`) or, with `sample`, μ_t + sg(σ_t)ε_t."""

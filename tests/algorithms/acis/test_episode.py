@@ -116,3 +116,45 @@ def test_load_episode_paints_a_random_subset_into_the_start_state(mode):
     i = int(valid.sum(-1).argmax())  # image with most instances
     top = int(valid[i].sum()) - (length if mode == "random" else 0)
     assert {k for j, k in ks if j == i} == set(range(top + 1))
+
+
+def test_erode_is_a_square_min_filter_inside_the_image():
+  rng = np.random.default_rng(0)
+  m = (rng.uniform(size=(2, 9, 11)) < 0.8).astype(np.float32)
+  for r in (0, 1, 2):
+    want = np.ones_like(m)
+    for i in range(m.shape[1]):  # numpy loops: min over the (2r+1)² window in the image
+      for j in range(m.shape[2]):
+        want[:, i, j] = m[:, max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1].min((1, 2))
+    np.testing.assert_array_equal(np.asarray(ep.erode(jnp.asarray(m), r)), want)
+
+
+def test_load_episode_erodes_each_painted_instance_by_its_own_radius():
+  """M_0 is the union of painted instances each eroded by some r in {0, …, R},
+  every radius is drawn, the targets are the uneroded rest, and erode=0 is
+  the plain painting with the same draws."""
+  batch = synthetic_batch(b=6, max_count=6, seed=3)
+  targets = ep.make_targets(jnp.asarray(batch["instances"]), MAX_INSTANCES)
+  masks, valid = np.asarray(targets.masks), np.asarray(targets.valid)
+  eroded = [np.asarray(ep.erode(targets.masks, r)) for r in range(3)]
+  radii = set()
+  for seed in range(10):
+    key = jax.random.key(seed)
+    plain, plain_rest = ep.load_episode(targets, key, 2, "random")
+    state0, rest = ep.load_episode(targets, key, 2, ep.Load("random", erode=2))
+    np.testing.assert_array_equal(np.asarray(rest.valid), np.asarray(plain_rest.valid))
+    np.testing.assert_array_equal(np.asarray(rest.masks), masks)
+    state0 = np.asarray(state0)
+    assert (state0 <= np.asarray(plain)).all()
+    for i in range(valid.shape[0]):
+      painted = np.flatnonzero(valid[i] & ~np.asarray(rest.valid[i]))
+      # Instances are disjoint, so M_0 on instance j is T_j eroded by its radius.
+      for j in painted:
+        r = [r for r in range(3) if np.array_equal(state0[i] * masks[i, j], eroded[r][i, j])]
+        assert r, f"painted instance {j} of image {i} matches no erosion radius"
+        radii.update(r if len(r) == 1 else [])
+      np.testing.assert_array_equal(state0[i] * (masks[i][painted].sum(0) == 0) if
+                                    len(painted) else state0[i], 0)
+  assert radii == {0, 1, 2}
+  with pytest.raises(ValueError, match="erosion"):
+    ep.load_episode(targets, jax.random.key(0), 2, ep.Load("random", erode=-1))
