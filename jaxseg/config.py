@@ -151,6 +151,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.acis.kl_weight = 1e-4  # β_KL of the actor update (0: AC-Dice-NoKL)
   c.acis.cvae_kl_weight = 1e-4  # β of the cVAE pre-training
   c.acis.cvae_lr_steps = ()  # fractions of the cVAE stage where its lr drops ×0.1
+  c.acis.final_lr_steps = ()  # the same for the final stage (BL, BL-Trunc, AC)
   c.acis.sample_actions = False  # True: critic / actor episodes sample a = μ + σε (paper
   # text); False: a = μ, as the authors' code runs them (-criticNoise 0 -realNoise 0)
   c.acis.explore_std = 0.0  # with sample_actions, critic episodes use σ ≥ this

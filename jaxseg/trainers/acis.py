@@ -152,13 +152,14 @@ def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0):
   return functools.partial(fn, nets, **kw)
 
 
-def cvae_schedule(config):
-  """The cVAE stage's learning rate: lr, then ×0.1 from each fraction of its
-  `total_steps` in `acis.cvae_lr_steps` (the authors: 2e-4 for 400 epochs,
-  2e-5 to 600, 2e-6 to 800, i.e. steps at 0.5 and 0.75)."""
+def lr_schedule(config, fractions):
+  """A stage's learning rate: lr, then ×0.1 from each fraction of its
+  `total_steps` (counted in the optimizer's updates) in `fractions`:
+  `acis.cvae_lr_steps` (the authors: 2e-4 for 400 epochs, 2e-5 to 600, 2e-6
+  to 800, i.e. steps at 0.5 and 0.75) and `acis.final_lr_steps`."""
   steps = config.total_steps
   return optax.piecewise_constant_schedule(
-      config.optim.lr, {max(int(f * steps), 1): 0.1 for f in config.acis.cvae_lr_steps})
+      config.optim.lr, {max(int(f * steps), 1): 0.1 for f in fractions})
 
 
 def optimizer(config, trains: tuple[str, ...], *, kind: str) -> optax.GradientTransformation:
@@ -167,15 +168,17 @@ def optimizer(config, trains: tuple[str, ...], *, kind: str) -> optax.GradientTr
   gradient (torch's `optim.adam` weightDecay, as the authors train) and the
   final stage clamps the actor gradient to ±`acis.grad_clamp` before it."""
   a, lr = config.acis, config.optim.lr
-  if kind == "cvae" and a.cvae_lr_steps:
-    lr = cvae_schedule(config)
+  fractions = {"cvae": a.cvae_lr_steps, "final": a.final_lr_steps}.get(kind)
+  if fractions:
+    lr = lr_schedule(config, fractions)
   def adam(rate):
     tx = optax.adam(rate, b1=config.optim.b1, b2=config.optim.b2)
     return optax.chain(optax.add_decayed_weights(a.weight_decay), tx) \
         if a.weight_decay and kind in ("init", "final") else tx
   txs = {k: adam(lr) for k in trains}
   if "critic" in txs:
-    txs["critic"] = adam(lr * a.critic_lr_factor)
+    f = a.critic_lr_factor
+    txs["critic"] = adam((lambda s: lr(s) * f) if callable(lr) else lr * f)
   if kind == "final" and a.grad_clamp:
     txs["actor"] = optax.chain(optax.clip(a.grad_clamp), txs["actor"])
   return optim.per_group(txs)

@@ -71,9 +71,22 @@ def test_schedules():
   c.acis.method = "bl_trunc"
   assert acis.step_kind(c, 14) == ("bl_trunc", 5)
   c = tiny_config(**{"total_steps": 40, "optim.lr": 2e-4, "acis.cvae_lr_steps": (0.5, 0.75)})
-  lr = acis.cvae_schedule(c)
+  lr = acis.lr_schedule(c, c.acis.cvae_lr_steps)
   np.testing.assert_allclose([lr(s) for s in (0, 19, 20, 29, 30, 39)],
                              [2e-4, 2e-4, 2e-5, 2e-5, 2e-6, 2e-6], rtol=1e-6)
+  # The final stage's optimizer: Adam's step on a constant gradient is ~lr, for
+  # the actor and (×critic_lr_factor) the critic, ×0.1 from half the stage.
+  c = tiny_config(**{"total_steps": 8, "optim.lr": 1e-3, "acis.final_lr_steps": (0.5,),
+                     "acis.weight_decay": 0.0, "acis.grad_clamp": 0.0})
+  tx = acis.optimizer(c, ("actor", "critic"), kind="final")
+  params = {"actor": {"w": np.zeros(3, np.float32)}, "critic": {"w": np.zeros(3, np.float32)}}
+  grads = jax.tree.map(np.ones_like, params)
+  state, steps = tx.init(params), []
+  for _ in range(8):
+    updates, state = tx.update(grads, state, params)
+    steps.append([float(-updates[k]["w"][0]) for k in ("actor", "critic")])
+  f = c.acis.critic_lr_factor
+  np.testing.assert_allclose(steps, [[1e-3, 1e-3 * f]] * 4 + [[1e-4, 1e-4 * f]] * 4, rtol=1e-3)
 
 
 def test_episode_sampling_switches(setup):

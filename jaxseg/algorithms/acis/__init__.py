@@ -7,12 +7,13 @@
     steps.py     each stage's gradients in the step contract
                  `(params, batch, rng, step) -> (loss, grads, metrics)`
     infer.py     inference until the termination unit stops, label maps, Tab. 2's
-                 Dice* (host-side numpy)
+                 Dice*, what each step adds (host-side numpy)
 
 One episode (length L; images with N_rem < L instances left masked at t ≥ N_rem):
 
   M_0 = the ground truth painted in (`episode.load_episode`: none, the N − L
-        "last" or a random number of random instances; the rest are the targets)
+        "last" or a random number of random instances, each eroded by up to
+        `Load.erode` px; the rest are the targets)
   for t < L:  h_t, (μ_t, log σ²_t, c_t) = Actor([x, M_t, angles, fg], h_{t−1})
               a_t = μ_t                (the authors' default: -criticNoise 0
                                         -realNoise 0, BL, inference)
