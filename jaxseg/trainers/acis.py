@@ -152,33 +152,40 @@ def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0):
   return functools.partial(fn, nets, **kw)
 
 
-def lr_schedule(config, fractions):
-  """A stage's learning rate: lr, then ×0.1 from each fraction of its
-  `total_steps` (counted in the optimizer's updates) in `fractions`:
-  `acis.cvae_lr_steps` (the authors: 2e-4 for 400 epochs, 2e-5 to 600, 2e-6
-  to 800, i.e. steps at 0.5 and 0.75) and `acis.final_lr_steps`."""
-  steps = config.total_steps
+def lr_schedule(config, fractions, updates: int | None = None):
+  """A stage's learning rate: lr, then ×0.1 from each fraction in `fractions`
+  of `updates` (default `total_steps`), counted in the group's own optimizer
+  updates: `acis.cvae_lr_steps` (the authors: 2e-4 for 400 epochs, 2e-5 to
+  600, 2e-6 to 800, i.e. steps at 0.5 and 0.75) and `acis.final_lr_steps`."""
+  n = config.total_steps if updates is None else updates
   return optax.piecewise_constant_schedule(
-      config.optim.lr, {max(int(f * steps), 1): 0.1 for f in fractions})
+      config.optim.lr, {max(int(f * n), 1): 0.1 for f in fractions})
 
 
 def optimizer(config, trains: tuple[str, ...], *, kind: str) -> optax.GradientTransformation:
   """Adam per trained group; the critic's at `critic_lr_factor` × lr. The
   actor-init and final stages add L2 weight decay `acis.weight_decay` to the
   gradient (torch's `optim.adam` weightDecay, as the authors train) and the
-  final stage clamps the actor gradient to ±`acis.grad_clamp` before it."""
-  a, lr = config.acis, config.optim.lr
+  final stage clamps the actor gradient to ±`acis.grad_clamp` before it.
+  With lr steps each group's schedule runs over its own updates (AC's actor
+  gets one step in four after warm-up, its critic the rest)."""
+  a = config.acis
   fractions = {"cvae": a.cvae_lr_steps, "final": a.final_lr_steps}.get(kind)
-  if fractions:
-    lr = lr_schedule(config, fractions)
-  def adam(rate):
-    tx = optax.adam(rate, b1=config.optim.b1, b2=config.optim.b2)
+  kinds = [step_kind(config, i)[0] for i in range(1, config.total_steps + 1)] \
+      if kind == "final" and fractions else []
+
+  def rate(group: str, factor: float = 1.0):
+    if not fractions:
+      return config.optim.lr * factor
+    n = sum(k == group for k in kinds) if group in kinds else None
+    lr = lr_schedule(config, fractions, n if kinds else None)
+    return lambda s: lr(s) * factor
+
+  def adam(lr):
+    tx = optax.adam(lr, b1=config.optim.b1, b2=config.optim.b2)
     return optax.chain(optax.add_decayed_weights(a.weight_decay), tx) \
         if a.weight_decay and kind in ("init", "final") else tx
-  txs = {k: adam(lr) for k in trains}
-  if "critic" in txs:
-    f = a.critic_lr_factor
-    txs["critic"] = adam((lambda s: lr(s) * f) if callable(lr) else lr * f)
+  txs = {k: adam(rate(k, a.critic_lr_factor if k == "critic" else 1.0)) for k in trains}
   if kind == "final" and a.grad_clamp:
     txs["actor"] = optax.chain(optax.clip(a.grad_clamp), txs["actor"])
   return optim.per_group(txs)

@@ -74,19 +74,28 @@ def test_schedules():
   lr = acis.lr_schedule(c, c.acis.cvae_lr_steps)
   np.testing.assert_allclose([lr(s) for s in (0, 19, 20, 29, 30, 39)],
                              [2e-4, 2e-4, 2e-5, 2e-5, 2e-6, 2e-6], rtol=1e-6)
-  # The final stage's optimizer: Adam's step on a constant gradient is ~lr, for
-  # the actor and (×critic_lr_factor) the critic, ×0.1 from half the stage.
-  c = tiny_config(**{"total_steps": 8, "optim.lr": 1e-3, "acis.final_lr_steps": (0.5,),
-                     "acis.weight_decay": 0.0, "acis.grad_clamp": 0.0})
-  tx = acis.optimizer(c, ("actor", "critic"), kind="final")
-  params = {"actor": {"w": np.zeros(3, np.float32)}, "critic": {"w": np.zeros(3, np.float32)}}
-  grads = jax.tree.map(np.ones_like, params)
-  state, steps = tx.init(params), []
-  for _ in range(8):
-    updates, state = tx.update(grads, state, params)
-    steps.append([float(-updates[k]["w"][0]) for k in ("actor", "critic")])
+  # The final stage's optimizer: Adam's step on a constant gradient is ~lr,
+  # ×0.1 from half of each group's own updates: BL-Trunc's actor over all 8
+  # steps; AC's actor over its 3 actor steps (4, 6, 8), its critic over the other 5.
+  def adam_steps(c, group, n):
+    tx = acis.optimizer(c, (group,), kind="final")
+    params = {group: {"w": np.zeros(3, np.float32)}}
+    state, out = tx.init(params), []
+    for _ in range(n):
+      updates, state = tx.update(jax.tree.map(np.ones_like, params), state, params)
+      out.append(float(-updates[group]["w"][0]))
+    return out
+
+  over = {"total_steps": 8, "optim.lr": 1e-3, "acis.final_lr_steps": (0.5,),
+          "acis.weight_decay": 0.0, "acis.grad_clamp": 0.0}
+  c = tiny_config("bl_trunc", **over)
+  np.testing.assert_allclose(adam_steps(c, "actor", 8), [1e-3] * 4 + [1e-4] * 4, rtol=1e-3)
+  c = tiny_config("ac", **over)
+  assert [s for s in range(1, 9) if acis.is_actor_step(c, s)] == [4, 6, 8]
   f = c.acis.critic_lr_factor
-  np.testing.assert_allclose(steps, [[1e-3, 1e-3 * f]] * 4 + [[1e-4, 1e-4 * f]] * 4, rtol=1e-3)
+  np.testing.assert_allclose(adam_steps(c, "actor", 3), [1e-3, 1e-4, 1e-4], rtol=1e-3)
+  np.testing.assert_allclose(adam_steps(c, "critic", 5), [1e-3 * f] * 2 + [1e-4 * f] * 3,
+                             rtol=1e-3)
 
 
 def test_episode_sampling_switches(setup):
