@@ -177,8 +177,8 @@ def optimizer(config, trains: tuple[str, ...], *, kind: str) -> optax.GradientTr
   def rate(group: str, factor: float = 1.0):
     if not fractions:
       return config.optim.lr * factor
-    n = sum(k == group for k in kinds) if group in kinds else None
-    lr = lr_schedule(config, fractions, n if kinds else None)
+    n = sum(k == group for k in kinds) if group in kinds else None  # else every step
+    lr = lr_schedule(config, fractions, n)
     return lambda s: lr(s) * factor
 
   def adam(lr):
