@@ -33,8 +33,7 @@ def main(argv=None):
   p.add_argument("--split", default=None, help="default: the config's val split")
   p.add_argument("--block", default="none", choices=tuple(acis_eval.BLOCK_NAMES))
   args = p.parse_args(argv)
-  path, _, arg = args.config.partition(":")
-  c = config_lib.load_config_file(path, arg or None)
+  c = config_lib.load_config_spec(args.config)
   if args.root:
     c.data.root = args.root
   source, _ = data_lib.get_source(c.data, args.split or c.data.val_split)
@@ -45,7 +44,7 @@ def main(argv=None):
   infer = acis_eval.make_infer(nets, c, args.block)
   rows, conts = [], []
   for i in range(len(source)):
-    image, gt = acis_eval._resize_example(source[i], c.acis.image_size)  # pylint: disable=protected-access
+    image, gt = acis_eval.resize_example(source[i], c.acis.image_size)
     masks, cont = jax.device_get(infer(params, image[None]))
     rows.append(infer_lib.step_stats(masks[:, 0], gt))
     conts.append(cont[:, 0])

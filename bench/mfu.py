@@ -110,8 +110,7 @@ def row_for(name: str, scale: str) -> Row:
 
 
 def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  return config_lib.load_config_file(CONFIGS / path, arg or None)
+  return config_lib.load_config_spec(spec, CONFIGS)
 
 
 def cpu_peak() -> tuple[float, str]:

@@ -163,8 +163,7 @@ def main():
   p.add_argument("--out", type=pathlib.Path, default=harness.ROOT / "docs")
   p.add_argument("--root", default="", help="--config.data.root of the run")
   args = p.parse_args()
-  path, _, arg = args.config.partition(":")
-  config = config_lib.load_config_file(path, arg or None)
+  config = config_lib.load_config_spec(args.config)
   if args.root:
     config.data.root = args.root
   records = writer_lib.read_metrics(args.workdir)

@@ -323,6 +323,12 @@ def apply_options(c: ml_collections.ConfigDict, args: dict[str, str],
   return c
 
 
+def load_config_spec(spec: str, base: str | pathlib.Path = "") -> ml_collections.ConfigDict:
+  """`PATH[:ARG]` as `--config` takes it (PATH relative to `base`)."""
+  path, _, arg = str(spec).partition(":")
+  return load_config_file(pathlib.Path(base) / path, arg or None)
+
+
 def load_config_file(path: str | pathlib.Path, arg: str | None = None
                      ) -> ml_collections.ConfigDict:
   """`get_config(arg)` of a config file, loaded as `--config=PATH:ARG` loads it

@@ -33,7 +33,7 @@ ROW_KEYS = (*instance_eval.instance_metrics(np.zeros((1, 1), np.int32),
             "dice_gt_stop", "steps", "fg_coverage")
 
 
-def _resize_example(ex, size: int):
+def resize_example(ex, size: int):
   return (resize_image(np.asarray(ex["image"]), (size, size)),
           resize_nearest(np.asarray(ex["instances"]), (size, size)))
 
@@ -64,7 +64,7 @@ def episode_evaluator(nets: ep.Nets, config):
     for i in tqdm.tqdm(cluster.share(len(_first(source, max_examples))), desc="eval",
                        leave=False, disable=not cluster.is_main()):
       ex = source[i]
-      image, _ = _resize_example(ex, a.image_size)
+      image, _ = resize_example(ex, a.image_size)
       gt = np.asarray(ex["instances"])
       count = instance_targets.count_instances(gt)
       row = {}
@@ -104,7 +104,7 @@ def order_panel(params, *, infer, config, source, count: int) -> np.ndarray:
   a = config.acis
   rows = []
   for i in np.linspace(0, len(source) - 1, count).round().astype(int):
-    image, inst = _resize_example(source[int(i)], a.image_size)
+    image, inst = resize_example(source[int(i)], a.image_size)
     masks, cont = jax.device_get(infer(params, image[None]))
     k = infer_lib.num_predicted(cont[:, 0])
     order = infer_lib.label_map(masks[:k, 0])
@@ -129,7 +129,7 @@ def preproc_evaluator(nets: ep.Nets, config):
   def evaluate(params, source, max_examples: int = 0):
     inter = union = correct = total = 0
     for i in cluster.share(len(_first(source, max_examples))):
-      image, inst = _resize_example(source[i], a.image_size)
+      image, inst = resize_example(source[i], a.image_size)
       logits, fg, angles = jax.device_get(predict(params["preproc"], image, inst))
       pred, truth = logits[..., 0] > 0, fg > 0
       inter += np.sum(pred & truth)
@@ -163,7 +163,7 @@ def cvae_evaluator(nets: ep.Nets, config):
   def evaluate(params, source, max_examples: int = 0):
     ids, dices = [], []
     for i in cluster.share(len(_first(source, max_examples))):
-      d, valid = jax.device_get(dice(params, *_resize_example(source[i], a.image_size)))
+      d, valid = jax.device_get(dice(params, *resize_example(source[i], a.image_size)))
       ids += [i] * int(valid.sum())
       dices += list(d[valid])
     _, dices = cluster.gather_rows(np.array(ids, np.int64), np.array(dices, np.float32))

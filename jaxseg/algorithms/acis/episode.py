@@ -172,9 +172,11 @@ def load_episode(targets: Targets, rng, length: int, load: Load | str):
   masks = targets.masks
   if load.erode:
     radius = jax.random.randint(jax.random.fold_in(rng, 1), targets.valid.shape, 0,
-                                load.erode + 1)
-    masks = sum(jnp.where((radius == r)[..., None, None], erode(targets.masks, r), 0.0)
-                for r in range(load.erode + 1))
+                                load.erode + 1)[..., None, None]
+    eroded = targets.masks
+    for r in range(1, load.erode + 1):  # each radius from the one before
+      eroded = erode(eroded, 1)
+      masks = jnp.where(radius == r, eroded, masks)
   state0 = jnp.max(masks * paint[..., None, None], axis=1)
   return state0, Targets(targets.masks, targets.valid & ~paint, targets.counts - painted)
 
