@@ -123,14 +123,15 @@ def step_kind(config, step: int) -> tuple[str, int]:
   return kind, seq_length(config, step)
 
 
-def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0):
-  """`steps.{kind}_grads` with `config.acis`'s options bound: the step contract."""
+def grads_fn(nets: ep.Nets, config, kind: str, *, frozen, length: int = 0, mesh=None):
+  """`steps.{kind}_grads` with `config.acis`'s options bound: the step contract.
+  With `mesh` the matching runs per device shard (`parallel.per_shard`)."""
   a = config.acis
   unroll = step_lib.rollout_unrolled(a.rollout, "acis.rollout")
   episode = dict(frozen=frozen, length=length, max_instances=a.max_instances,
                  latent_dim=a.latent_dim, unroll=unroll,
                  load=ep.Load(a.load_last, a.paint_erode))
-  matching = dict(matching=a.matching)
+  matching = dict(matching=a.matching, mesh=mesh)
   supervised = dict(dice_weight=a.dice_loss_weight, termination_weight=a.termination_weight)
   fn, kw = {
       "preproc": (steps.preproc_grads, dict(max_instances=a.max_instances,
@@ -280,7 +281,8 @@ def train_stage(config, workdir, earlier: dict[str, loop.Result], *, kind: str, 
 
   return run.train(loop.Task(
       params={k: params[k] for k in trains}, tx=optimizer(config, trains, kind=kind),
-      grads=lambda k: grads_fn(nets, config, k[0], frozen=frozen, length=k[1]),
+      grads=lambda k: grads_fn(nets, config, k[0], frozen=frozen, length=k[1],
+                               mesh=run.mesh),
       step_kind=functools.partial(step_kind, config) if final else lambda _: (kind, 0),
       evaluate=run_eval, rng=jax.random.key(config.seed + 1),
       batch_keys=("image", "instances"), curve_keys=("train/loss", CURVE_KEYS[kind]),

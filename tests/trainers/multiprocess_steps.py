@@ -142,7 +142,8 @@ def acis_step(mesh) -> dict:
   batch = {k: _global(v, mesh) for k, v in synthetic_batch().items()}
   out = {}
   for kind in ("critic", "actor"):
-    update = jax.jit(step_lib.make_update(acis.grads_fn(nets, c, kind, frozen=frozen, length=1),
+    update = jax.jit(step_lib.make_update(acis.grads_fn(nets, c, kind, frozen=frozen, length=1,
+                                                         mesh=mesh),
                                           tx), out_shardings=(repl, repl, repl))
     state, metrics, _ = update(state, batch)
     out[f"acis_{kind}_loss"] = _host(metrics["train/loss"])

@@ -1,4 +1,5 @@
 """ACIS trainer: variants, schedules, sharding, data checks, the staged run."""
+import copy
 import functools
 import json
 import pathlib
@@ -18,6 +19,7 @@ from jaxseg.trainers import step as step_lib
 
 from ..algorithms.acis.conftest import synthetic_batch
 from ..data.test_kitti import kitti_tree
+from ..test_parallel import collective_loops
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 sys.path.insert(0, str(CONFIGS.parent / "bench"))
@@ -112,7 +114,8 @@ def test_episode_sampling_switches(setup):
 
 
 def test_one_update_on_1_and_8_devices(setup):
-  """The AC critic and actor steps, batch sharded over 8 fake devices vs 1."""
+  """The AC critic and actor steps, batch sharded over 8 fake devices vs 1,
+  the matching per device shard (`parallel.per_shard`)."""
   assert jax.device_count() == 8
   c, nets, params = setup
   batch = synthetic_batch()
@@ -128,8 +131,11 @@ def test_one_update_on_1_and_8_devices(setup):
     dev_batch = to_global_array(batch, parallel.batch_sharding(mesh))
     out = []
     for kind in ("critic", "actor"):
-      grads_fn = acis.grads_fn(nets, c, kind, frozen=jax.device_put(frozen, repl), length=3)
+      grads_fn = acis.grads_fn(nets, c, kind, frozen=jax.device_put(frozen, repl), length=3,
+                               mesh=mesh)
       update = jax.jit(step_lib.make_update(grads_fn, tx), out_shardings=(repl, repl, repl))
+      # The matching loops run per device: no collective inside any loop.
+      assert not collective_loops(update.lower(state, dev_batch).compile().as_text())
       new, metrics, finite = update(state, dev_batch)
       assert bool(finite)
       changed = {k for k in trains if any(np.any(a != b) for a, b in zip(
@@ -143,6 +149,26 @@ def test_one_update_on_1_and_8_devices(setup):
     for k in a:
       np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=1e-6, err_msg=k)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-6), p1, p8)
+
+
+def test_scipy_matching_per_shard_gives_the_device_matchings_update(setup):
+  """`acis.matching=host` (scipy through `pure_callback`) inside `per_shard`
+  on 8 devices: the critic and BL-Trunc losses of the on-device matching."""
+  c, nets, params = setup
+  mesh = parallel.make_data_mesh(8)
+  repl = parallel.replicated(mesh)
+  frozen = jax.device_put({k: params[k] for k in ("preproc", "decoder")}, repl)
+  batch = to_global_array(synthetic_batch(), parallel.batch_sharding(mesh))
+  for kind in ("critic", "bl_trunc"):
+    losses = []
+    for matching in ("device", "host"):
+      c2 = copy.deepcopy(c)
+      c2.acis.matching = matching
+      fn = acis.grads_fn(nets, c2, kind, frozen=frozen, length=3, mesh=mesh)
+      trained = jax.device_put({k: params[k] for k in ("actor", "critic")}, repl)
+      loss, _, _ = jax.jit(fn)(trained, batch, jax.random.key(0), 1)
+      losses.append(float(loss))
+    np.testing.assert_allclose(*losses, rtol=1e-5, err_msg=kind)
 
 
 def test_too_many_instances_is_a_clear_error(setup):

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxseg import rewards
+from jaxseg import parallel, rewards
 from jaxseg.algorithms import normalize_images
 from jaxseg.data import instance_targets
 from jaxseg.models import acis as nets_lib
@@ -243,9 +243,10 @@ MATCHINGS = {"device": (rewards.max_matching, rewards.matching_potentials),
              "host": (rewards.host_max_matching, rewards.host_matching_potentials)}
 
 
-def assign_targets(masks, targets: Targets, valid, matching: str = "device"):
+def assign_targets(masks, targets: Targets, valid, matching: str = "device", mesh=None):
   """Hungarian assignment of ground truth to the L predictions (soft Dice),
-  solved on device or by scipy on the host (`MATCHINGS`).
+  solved on device or by scipy on the host (`MATCHINGS`); with `mesh`, each
+  device solves its own shard (`parallel.per_shard`).
 
   masks (L, B, S, S), valid (L, B) → (targets (L, B, S, S), matched (L, B)).
   """
@@ -255,21 +256,24 @@ def assign_targets(masks, targets: Targets, valid, matching: str = "device"):
     scores = rewards.soft_dice_scores(m, gt, gt_valid)
     return match(scores, row_valid=row_valid, col_valid=gt_valid)[0]
 
-  assign = jax.vmap(one, in_axes=(1, 0, 0, 1))(
+  in_axes = (1, 0, 0, 1)
+  assign = parallel.per_shard(jax.vmap(one, in_axes=in_axes), mesh, in_axes)(
       jax.lax.stop_gradient(masks), targets.masks, targets.valid, valid)  # (B, L)
   picked = jnp.take_along_axis(targets.masks, jnp.maximum(assign, 0)[..., None, None],
                                axis=1)
   return jnp.swapaxes(picked, 0, 1), (assign >= 0).T
 
 
-def episode_rewards(masks, targets: Targets, valid, matching: str = "device"):
+def episode_rewards(masks, targets: Targets, valid, matching: str = "device", mesh=None):
   """r (L, B) = φ_{t+1} − φ_t of the soft-Dice max-matching potential of a
-  time-major episode (`rewards.matching_rewards` per image)."""
+  time-major episode (`rewards.matching_rewards` per image; per shard with
+  `mesh`, as `assign_targets`)."""
   potentials = MATCHINGS[matching][1]
 
   def one(m, gt, gt_valid, row_valid):
     scores = rewards.soft_dice_scores(m, gt, gt_valid)
     return jnp.diff(potentials(scores, pred_valid=row_valid, gt_valid=gt_valid))
 
-  return jax.vmap(one, in_axes=(1, 0, 0, 1), out_axes=1)(
+  in_axes = (1, 0, 0, 1)
+  return parallel.per_shard(jax.vmap(one, in_axes=in_axes, out_axes=1), mesh, in_axes, 1)(
       masks, targets.masks, targets.valid, valid) * valid

@@ -30,7 +30,8 @@ TRAINS = {"preproc": ("preproc",), "cvae": ("actor", "decoder"), "init": ("actor
 
 # Every episode step below takes `load` (`episode.load_episode`: which ground
 # truth is painted into M_0) and starts the episode from that state, and those
-# that match take `matching` (`episode.MATCHINGS`: on device or scipy on host).
+# that match take `matching` (`episode.MATCHINGS`: on device or scipy on host)
+# and `mesh` (with one, each device matches its own shard: `parallel.per_shard`).
 
 
 def preproc_grads(nets: ep.Nets, params, batch, rng, step, *, max_instances: int,
@@ -95,7 +96,7 @@ def _episode_setup(nets, batch, rng, frozen, length, max_instances, latent_dim, 
 def bl_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
              max_instances: int, latent_dim: int, dice_weight: float,
              termination_weight: float, load: ep.Load | str = "none",
-             matching: str = "device",
+             matching: str = "device", mesh=None,
              unroll: bool = False):
   """BL: `mask_loss` against Hungarian-assigned instances, BPTT through every step."""
   del step
@@ -105,7 +106,7 @@ def bl_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
   def loss_fn(p):
     out = ep.rollout(nets, p["actor"], frozen["decoder"], inputs, eps, sample=False,
                      unroll=unroll, state0=state0)
-    assigned, matched = ep.assign_targets(out["mask"], targets, valid, matching)
+    assigned, matched = ep.assign_targets(out["mask"], targets, valid, matching, mesh)
     w = matched.astype(jnp.float32)
     rec = jnp.sum(losses.mask_loss(out["logits"], assigned, dice_weight) * w) / jnp.maximum(
         w.sum(), 1)
@@ -120,14 +121,14 @@ def bl_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
 def bl_trunc_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int,
                    max_instances: int, latent_dim: int, dice_weight: float,
                    termination_weight: float, load: ep.Load | str = "none",
-                   matching: str = "device", unroll: bool = False):
+                   matching: str = "device", mesh=None, unroll: bool = False):
   """BL-Trunc: the same assignment from a forward pass, then one-step BPTT."""
   del step
   inputs, targets, valid, eps, state0 = _episode_setup(
       nets, batch, rng, frozen, length, max_instances, latent_dim, load)
   out = ep.rollout(nets, jax.lax.stop_gradient(params["actor"]), frozen["decoder"], inputs,
                    eps, sample=False, unroll=unroll, state0=state0)
-  assigned, matched = ep.assign_targets(out["mask"], targets, valid, matching)
+  assigned, matched = ep.assign_targets(out["mask"], targets, valid, matching, mesh)
   w = matched.astype(jnp.float32)
   cont_target = losses.continue_targets(targets.counts, length)
   n_mask, n_steps = jnp.maximum(w.sum(), 1), cont_target.size
@@ -150,7 +151,7 @@ def critic_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int
                  max_instances: int, latent_dim: int, gamma: float,
                  sample: bool = False, explore_std: float = 0.0,
                  load: ep.Load | str = "none",
-                 matching: str = "device", unroll: bool = False):
+                 matching: str = "device", mesh=None, unroll: bool = False):
   """Critic: Q(s_t, m_t) regressed on G_t of an episode (one step at a time).
 
   The episode's actions are the actor's means μ_t, as the authors run it
@@ -163,7 +164,7 @@ def critic_grads(nets: ep.Nets, params, batch, rng, step, *, frozen, length: int
   out = ep.rollout(nets, params["actor"], frozen["decoder"], inputs, eps, sample=sample,
                    explore_std=explore_std, unroll=unroll, state0=state0)
   out = jax.lax.stop_gradient(out)
-  r = ep.episode_rewards(out["mask"], targets, valid, matching)
+  r = ep.episode_rewards(out["mask"], targets, valid, matching, mesh)
   returns = rewards.nstep_returns(r, jnp.zeros_like(r[0]), gamma=gamma)
   vf = valid.astype(jnp.float32)
   n_valid = jnp.maximum(vf.sum(), 1)
