@@ -50,3 +50,30 @@ def test_step_stats_tell_a_new_leaf_from_a_repeated_one():
   np.testing.assert_allclose(s["best_dice"], [1, 2 / 3, 2 * 8 / 20, 0])
   np.testing.assert_array_equal(s["repeat"], [0, 0, 1, 0])
   assert acis.step_stats(masks, np.zeros_like(gt))["best_dice"].sum() == 0
+
+
+def _brute_force_gt_stop_dice(masks, gt):
+  """Every assignment of the first #gt binarised masks to the ground truth."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  ids = [i for i in np.unique(gt) if i > 0]
+  pred = [m > 0.5 for m in masks[:len(ids)]]
+  best = 0.0
+  for perm in itertools.permutations(range(len(ids)), len(pred)):
+    total = 0.0
+    for m, j in zip(pred, perm):
+      g = gt == ids[j]
+      total += 2 * np.sum(m & g) / max(m.sum() + g.sum(), 1)
+    best = max(best, total)
+  return best / len(ids)
+
+
+def test_gt_stop_dice_is_the_best_assignment_by_brute_force():
+  rng = np.random.default_rng(0)
+  for n_pred, n_gt in [(3, 3), (2, 4), (5, 3), (1, 1), (4, 4)]:
+    gt = rng.integers(0, n_gt + 1, (9, 11)) * 7  # ids 7, 14, ...
+    gt[0, :n_gt] = np.arange(1, n_gt + 1) * 7  # every id present
+    masks = rng.random((n_pred, 9, 11)).astype(np.float32)
+    masks[0] = (gt == 14) * 0.9  # one near-perfect mask, not first in id order
+    assert acis.gt_stop_dice(masks, gt) == pytest.approx(_brute_force_gt_stop_dice(masks, gt))
+  assert acis.gt_stop_dice(np.zeros((0, 4, 4)), np.zeros((4, 4), np.int32)) == 1.0
+  assert acis.gt_stop_dice(np.ones((1, 4, 4)), np.zeros((4, 4), np.int32)) == 0.0
