@@ -147,12 +147,14 @@ def run_loop(config: ml_collections.ConfigDict, state: dict[str, Any], update, *
         writer.write(step, avg)
         bar.set_postfix(loss=f"{avg['train/loss']:.4f}")
         history, t_log, n_log = [], time.time(), 0
-      if step % config.eval_every == 0 or step == config.total_steps:
-        check_finite(step)
-        last_val = run_eval(step, state)
+      # Saved before it is evaluated: an evaluation that fails loses no
+      # training, and the rerun evaluates the saved state.
       if step % config.checkpoint_every == 0 or step == config.total_steps:
         check_finite(step)
         ckpt_lib.save(mgr, step, state, force=step == config.total_steps)
+      if step % config.eval_every == 0 or step == config.total_steps:
+        check_finite(step)
+        last_val = run_eval(step, state)
       if step < config.total_steps and stop.stop(step):
         check_finite(step)
         ckpt_lib.save(mgr, step, state, force=True)

@@ -16,7 +16,7 @@ import pytest
 
 from jaxseg import checkpoint as ckpt_lib
 from jaxseg.data.errors import DataError
-from jaxseg.trainers import cluster, psl, resume
+from jaxseg.trainers import cluster, psl, resume, semantic
 from jaxseg.trainers import writer as writer_lib
 
 from .conftest import kill_group, write_folder_dataset
@@ -109,6 +109,27 @@ def test_divergence_moves_spoilt_checkpoints_aside_and_the_rerun_resumes_sanely(
   c["optim.lr"] = 1e-3  # as the message suggests
   run = psl.train_and_evaluate(tiny_config(data_dir, **c), str(tmp_path))
   assert run.step == 4 and np.isfinite(run.metrics["val/miou"])
+
+
+def test_a_failed_final_evaluation_loses_no_training_and_the_rerun_evaluates(
+    data_dir, tiny_config, tmp_path, monkeypatch):
+  """The last step is saved before it is evaluated (an evaluation that ran out
+  of memory once lost a long run's last 400 steps)."""
+  c = dict(total_steps=4, log_every=1, checkpoint_every=3, eval_every=4)
+  evaluate = semantic.evaluate
+
+  def out_of_memory(*args, **kwargs):
+    raise MemoryError("evaluation")
+
+  monkeypatch.setattr(semantic, "evaluate", out_of_memory)
+  with pytest.raises(MemoryError):
+    psl.train_and_evaluate(tiny_config(data_dir, **c), str(tmp_path))
+  assert ckpt_lib.latest_step(tmp_path) == 4
+  monkeypatch.setattr(semantic, "evaluate", evaluate)
+  run = psl.train_and_evaluate(tiny_config(data_dir, **c), str(tmp_path))
+  assert run.step == 4 and np.isfinite(run.metrics["val/miou"])
+  steps = [r["step"] for r in _records(tmp_path) if "train/loss" in r]
+  assert steps == [1, 2, 3, 4]  # nothing trained again
 
 
 def test_divergence_onset():
