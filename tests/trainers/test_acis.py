@@ -14,7 +14,7 @@ from jaxseg import config as config_lib
 from jaxseg import parallel
 from jaxseg.data import to_global_array
 from jaxseg.data.errors import DataError
-from jaxseg.trainers import acis
+from jaxseg.trainers import acis, acis_eval
 from jaxseg.trainers import step as step_lib
 
 from ..algorithms.acis.conftest import synthetic_batch
@@ -169,6 +169,36 @@ def test_scipy_matching_per_shard_gives_the_device_matchings_update(setup):
       loss, _, _ = jax.jit(fn)(trained, batch, jax.random.key(0), 1)
       losses.append(float(loss))
     np.testing.assert_allclose(*losses, rtol=1e-5, err_msg=kind)
+
+
+def _example(h, w, count, seed):
+  rng = np.random.default_rng(seed)
+  inst = np.zeros((h, w), np.int32)
+  for k in range(1, count + 1):
+    y, x = rng.integers(0, h - 6), rng.integers(0, w - 6)
+    inst[y:y + 6, x:x + 6] = k
+  return {"image": rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "instances": inst}
+
+
+def test_evaluation_compiles_nothing_for_new_image_sizes_and_counts(setup):
+  """Compiled programs stay mapped for the process's life: an evaluation that
+  compiled per image shape ran a long run out of memory at its tenth."""
+  c, nets, params = setup
+  evaluate = acis_eval.episode_evaluator(nets, c)
+  p = jax.device_get(params)
+  evaluate(p, [_example(40, 52, 2, 0), _example(33, 30, 3, 1)])  # compiles the episode
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    del duration, kwargs
+    compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    metrics = evaluate(p, [_example(47, 61, 4, 2), _example(29, 35, 1, 3)])
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert np.isfinite(metrics["sbd"]) and compiles == []
 
 
 def test_too_many_instances_is_a_clear_error(setup):
