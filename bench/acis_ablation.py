@@ -229,7 +229,8 @@ def main():
   results, _ = harness.run_rows(
       rows, lambda r, seed, workdir: run_row(r, seed, workdir, args, rows),
       lambda results: write_summary(args.out, results, pre, args), out=args.out,
-      summary_only=args.summary_only, seeds=lambda r: args.seeds)
+      summary_only=args.summary_only, seeds=lambda r: args.seeds,
+      first_seed=args.first_seed)
   plot_curves(args.out / "sbd_curves.png", results)
   print(write_summary(args.out, results, pre, args))
 

@@ -129,7 +129,8 @@ def main():
   _, table = harness.run_rows(
       rows, lambda r, seed, workdir: run_row(r, seed, workdir, args, trunk),
       lambda results: write_summary(args.out, results, args), out=args.out,
-      summary_only=args.summary_only, seeds=lambda r: args.seeds)
+      summary_only=args.summary_only, seeds=lambda r: args.seeds,
+      first_seed=args.first_seed)
   panels = sorted((args.out / "ciss_seed0" / "ciss" / "panels").glob("*.png"))
   if panels:
     shutil.copy(panels[-1], args.out / "panel.png")

@@ -28,6 +28,8 @@ def parser(doc: str, *, out: str, data: str, rows, steps: int) -> argparse.Argum
   p.add_argument("--rows", default=",".join(rows))
   p.add_argument("--steps", type=int, default=steps, help="steps per row (0: the config's)")
   p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--first-seed", type=int, default=0,
+                 help="run seeds FIRST_SEED .. SEEDS-1 only (seeds in parallel processes)")
   p.add_argument("--evals", type=int, default=4, help="evaluations per run")
   p.add_argument("--summary-only", action="store_true",
                  help="tabulate the finished runs under --out; train nothing")
@@ -48,12 +50,13 @@ def run_dir(out: pathlib.Path, row: str, seed: int) -> pathlib.Path:
 
 def run_rows(rows, run_row: Callable[[str, int, pathlib.Path], dict],
              summarize: Callable[[dict], str], *, out: pathlib.Path, summary_only: bool,
-             seeds: Callable[[str], int] = lambda row: 1) -> tuple[dict, str]:
-  """Every (row, seed < seeds(row)), seed-major: `run_row(row, seed, workdir)`
-  -> a JSON record, cached in workdir/run.json. Returns (records by row, the
-  last summary)."""
+             seeds: Callable[[str], int] = lambda row: 1,
+             first_seed: int = 0) -> tuple[dict, str]:
+  """Every (row, first_seed <= seed < seeds(row)), seed-major:
+  `run_row(row, seed, workdir)` -> a JSON record, cached in workdir/run.json.
+  Returns (records by row, the last summary)."""
   results, table = {}, ""
-  for seed in range(max(map(seeds, rows), default=0)):
+  for seed in range(first_seed, max(map(seeds, rows), default=0)):
     for r in rows:
       if seed >= seeds(r):
         continue

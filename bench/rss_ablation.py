@@ -239,7 +239,8 @@ def main():
       rows, lambda r, seed, workdir: run_row(r, seed, workdir, args, cold),
       lambda results: write_summary(args.out, results, args), out=args.out,
       summary_only=args.summary_only,
-      seeds=lambda r: args.key_seeds if r in KEY_ROWS else args.seeds)
+      seeds=lambda r: args.key_seeds if r in KEY_ROWS else args.seeds,
+      first_seed=args.first_seed)
   psr_panel(args.out, args)
   print(table)
 
