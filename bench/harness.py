@@ -4,7 +4,10 @@ An ablation is a table of rows (a config argument plus flattened overrides);
 `run_rows` runs each (row, seed) into OUT/ROW_seedSEED, or loads it from its
 `run.json` when it finished before, and rewrites the summary after every run
 so partial results survive; `parser` gives every script the same flags
-(--out, --root, --rows, --steps, --seeds, --evals, --summary-only).
+(--out, --root, --rows, --steps, --seeds, --first-seed, --evals,
+--summary-only). Seeds can train in parallel processes, each with its own
+--first-seed K --seeds K+1 and --out; moving their OUT/ROW_seedK folders into
+one --out and running --summary-only there tabulates them together.
 The scripts import jaxseg as installed (`pip install -e .`).
 """
 from __future__ import annotations
