@@ -8,7 +8,9 @@ at CPU scale, and the peak memory of BL vs BL-Trunc vs AC.
 Pre-trains once into OUT/pretrain or --pretrain (preproc, cvae, actor_init,
 and their _nosp twins for the NoSP row), then trains every row from it for the
 same number of steps on the train split and evaluates on the val split
-(configs/acis_cvppp.py:ROW,SCALE; Tab. 2 on seed 0 only). Writes
+(configs/acis_cvppp.py:ROW,SCALE; Tab. 2 on seed 0 only). The evaluation
+cadence is the config's `eval_every` (`--set eval_every=N`); the shared
+`--evals` flag is not read here. Writes
 into --out:
   results.md    Tab. 1 (SBD, |DiC|, MWCov, MUCov, AvgFP, AvgFN), Tab. 2 (Dice* and
                 |DiC| with the LSTM or the mask state zeroed), the pre-training
