@@ -210,7 +210,8 @@ def _resolve(path) -> tuple[epath.Path, int]:
 
 
 def load_params(path) -> Any:
-  """Params (host numpy) of the latest checkpoint under `path`."""
+  """Params (host numpy) of the latest checkpoint under `path`: its weight
+  average `ema_params` where it keeps one (what the run evaluated)."""
   root, step = _resolve(path)
   item = root / str(step) / "state"
   with _quiet(), ocp.PyTreeCheckpointer() as ckptr:
@@ -218,14 +219,15 @@ def load_params(path) -> Any:
     meta = getattr(meta, "item_metadata", meta)
     meta = getattr(meta, "tree", meta)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = {"params": jax.tree.map(
+    key = "ema_params" if "ema_params" in meta else "params"
+    abstract = {key: jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-        dict(meta["params"]))}
+        dict(meta[key]))}
     restored = ckptr.restore(item, args=ocp.args.PyTreeRestore(
         item=abstract, partial_restore=True,
         restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), abstract)))
-  logging.info("init_from: loaded params of step %d from %s", step, root)
-  return jax.tree.map(np.asarray, restored["params"])
+  logging.info("init_from: loaded %s of step %d from %s", key, step, root)
+  return jax.tree.map(np.asarray, restored[key])
 
 
 def merge_init(fresh: Any, loaded: Any, *, reinit_pattern: str) -> tuple[Any, list[str]]:

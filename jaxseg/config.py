@@ -69,6 +69,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.poly_power = 1.0
   c.optim.grad_clip_norm = 1.0  # 0 = off
   c.optim.last_layer_lr_factor = 1.0  # the RSS paper's last-layer factor
+  # Weight average evaluated, saved as `ema_params` and handed on (0 = off;
+  # e.g. 0.999): trainers/step.py ema_update.
+  c.optim.ema_decay = 0.0
   # Extra (regex over "a/b/kernel" param paths, factor) pairs; first match wins.
   c.optim.lr_multipliers = ml_collections.FieldReference((), field_type=tuple)
 

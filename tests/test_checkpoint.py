@@ -105,3 +105,15 @@ def test_init_from_missing_path_is_a_clear_error(tmp_path):
     ckpt_lib.load_params(tmp_path / "nope")
   with pytest.raises(ckpt_lib.CheckpointError, match="no checkpoint steps"):
     ckpt_lib.load_params(tmp_path)
+
+
+def test_load_params_prefers_the_weight_average(tmp_path):
+  """A run with `optim.ema_decay` evaluates `ema_params`; `load_params` (the
+  next stage's, `init_from`'s) hands on the same weights."""
+  mgr = ckpt_lib.make_manager(tmp_path, max_to_keep=2, save_every=1)
+  state = make_state(1.0)
+  state["ema_params"] = make_state(7.0)["params"]
+  ckpt_lib.save(mgr, 3, state, force=True)
+  mgr.wait_until_finished()
+  loaded = ckpt_lib.load_params(tmp_path)
+  np.testing.assert_array_equal(loaded["body"]["w"], np.arange(6.0) * 7.0)

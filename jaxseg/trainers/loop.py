@@ -34,7 +34,8 @@ from jaxseg.trainers import writer as writer_lib
 @dataclasses.dataclass(frozen=True)
 class Result:
   """What every trainer returns: where the run lives, its last step, its last
-  val metrics (`val/...`) and its final params on the host."""
+  val metrics (`val/...`) and its final params on the host (the weight
+  average with `optim.ema_decay`: what was evaluated)."""
   workdir: epath.Path
   step: int
   metrics: dict[str, float]
@@ -90,6 +91,9 @@ def validate_loop_config(config: ml_collections.ConfigDict) -> None:
               "keep_checkpoints"):
     if int(config[key]) <= 0:
       raise ValueError(f"config.{key}={config[key]} must be a positive integer.")
+  if not 0.0 <= config.optim.ema_decay < 1.0:
+    raise ValueError(f"config.optim.ema_decay={config.optim.ema_decay} must be in [0, 1) "
+                     "(0: no weight average).")
 
 
 def run_loop(config: ml_collections.ConfigDict, state: dict[str, Any], update, *,
@@ -186,7 +190,9 @@ class Run:
                                 save_every=config.checkpoint_every)
     old = resume.read_config(workdir)
     changes = resume.config_changes(old, config) if old is not None else []
-    init = lambda p: step_lib.init_state(p, tx=task.tx, rng=task.rng)  # noqa: E731
+    ema_decay = float(config.optim.ema_decay)
+    init = lambda p: step_lib.init_state(p, tx=task.tx, rng=task.rng,  # noqa: E731
+                                         ema=ema_decay > 0)
     state = resume.restore_or_init(mgr, init, task.params, repl, init_params=task.init_params,
                                    check_factory=resume.fit_check(workdir, changes))
     start = int(state["step"])
@@ -210,13 +216,14 @@ class Run:
     def update(st, batch, step):
       kind = task.step_kind(step)
       if kind not in compiled:
-        compiled[kind] = jax.jit(step_lib.make_update(task.grads(kind), task.tx, task.schedule),
+        compiled[kind] = jax.jit(step_lib.make_update(task.grads(kind), task.tx, task.schedule,
+                                                      ema_decay=ema_decay),
                                  donate_argnums=0, out_shardings=(repl, repl, repl))
       return compiled[kind](st, batch)
 
     def run_eval(step: int, st) -> dict[str, float]:
       t0 = time.time()
-      metrics, panel = task.evaluate(step, cluster.local_copy(st["params"]))
+      metrics, panel = task.evaluate(step, cluster.local_copy(step_lib.eval_params(st)))
       out = {f"val/{k}": v for k, v in metrics.items()}
       out["val/seconds"] = time.time() - t0
       writer.write(step, out)
@@ -241,7 +248,7 @@ class Run:
     writer.close()
     mgr.close()
     return Result(workdir=workdir, step=int(state["step"]), metrics=last_val,
-                  params=jax.device_get(state["params"]))
+                  params=jax.device_get(step_lib.eval_params(state)))
 
 
 def read_sources(config: ml_collections.ConfigDict, *,

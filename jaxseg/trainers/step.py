@@ -3,7 +3,8 @@
 A method supplies a `grads_fn(params, batch, rng, step) -> (loss, grads,
 metrics)` (plain losses through `algorithms.as_grads_fn`); `make_update` turns
 it into `(state, batch) -> (state, metrics, finite)` over the train state
-`{step, params, opt_state, rng}`, a plain pytree orbax saves as it is.
+`{step, params, opt_state, rng}` (and `ema_params` with a weight average), a
+plain pytree orbax saves as it is.
 """
 from __future__ import annotations
 
@@ -32,13 +33,31 @@ def rollout_unrolled(rollout: str, key: str = "rollout") -> bool:
   return rollout == "unroll"
 
 
-def init_state(params, *, tx: optax.GradientTransformation, rng) -> dict[str, Any]:
-  """The train state is a plain pytree (orbax saves it as it is)."""
-  return {"step": jnp.zeros((), jnp.int32), "params": params,
-          "opt_state": tx.init(params), "rng": jax.random.key_data(rng)}
+def init_state(params, *, tx: optax.GradientTransformation, rng,
+               ema: bool = False) -> dict[str, Any]:
+  """The train state is a plain pytree (orbax saves it as it is); with `ema`
+  it holds `ema_params`, the weight average `make_update(ema_decay=...)` keeps."""
+  state = {"step": jnp.zeros((), jnp.int32), "params": params,
+           "opt_state": tx.init(params), "rng": jax.random.key_data(rng)}
+  if ema:
+    state["ema_params"] = jax.tree.map(jnp.copy, params)
+  return state
 
 
-def make_update(grads_fn: GradsFn, tx: optax.GradientTransformation, schedule=None):
+def ema_update(ema, params, step, decay: float):
+  """Polyak averaging with TF's warm-up (`tf.train.ExponentialMovingAverage`
+  with `num_updates`), after the update to step t = `step`:
+
+      d_t = min(decay, (1 + t) / (10 + t)),   θ̄_t = d_t · θ̄_{t-1} + (1 − d_t) · θ_t
+
+  so early averages are not dominated by the starting point."""
+  t = step.astype(jnp.float32)
+  d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+  return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
+
+
+def make_update(grads_fn: GradsFn, tx: optax.GradientTransformation, schedule=None,
+                ema_decay: float = 0.0):
   """One optimisation step: (state, batch) -> (state, metrics, finite).
 
   The per-step RNG is `fold_in(state.rng, state.step)`, so a resumed run draws
@@ -49,7 +68,9 @@ def make_update(grads_fn: GradsFn, tx: optax.GradientTransformation, schedule=No
   A step with a non-finite loss or gradient norm returns the state as it was;
   the host stops the run. Metrics add `train/loss`, `train/grad_norm`,
   `train/update_ratio` = ||Δθ|| / ||θ|| (the divergence check's; ~1e-3 when
-  healthy) and, with a `schedule`, `train/lr`.
+  healthy) and, with a `schedule`, `train/lr`. With `ema_decay` > 0 (the state
+  from `init_state(ema=True)`) a finite step also moves `ema_params` toward
+  the new params (`ema_update`).
   """
 
   def update_fn(state, batch):
@@ -78,6 +99,10 @@ def make_update(grads_fn: GradsFn, tx: optax.GradientTransformation, schedule=No
         finite, apply, keep, (grads, state["opt_state"], sub))
     new = {**state, "step": state["step"] + finite.astype(state["step"].dtype),
            "params": {**params, **new_sub} if partial else new_sub, "opt_state": opt_state}
+    if ema_decay:
+      new["ema_params"] = jax.lax.cond(
+          finite, lambda e: ema_update(e, new["params"], new["step"], ema_decay),
+          lambda e: e, state["ema_params"])
     param_norm = optax.tree.norm(sub)
     metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
                "train/update_ratio": update_norm / jnp.maximum(param_norm, 1e-12), **aux}
@@ -86,3 +111,9 @@ def make_update(grads_fn: GradsFn, tx: optax.GradientTransformation, schedule=No
     return new, metrics, finite
 
   return update_fn
+
+
+def eval_params(state: dict[str, Any]):
+  """The params a run evaluates and hands on: the weight average when the
+  state keeps one (`optim.ema_decay` > 0), else the trained params."""
+  return state.get("ema_params", state["params"])

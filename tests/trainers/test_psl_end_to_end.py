@@ -73,3 +73,20 @@ def test_sharded_step_matches_single_device(data_dir, tiny_config, one_step_on_1
   assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                results[0][1], results[1][1])
+
+
+def test_weight_average_is_what_the_run_evaluates_and_hands_on(data_dir, tiny_config, tmp_path):
+  """With `optim.ema_decay` the state keeps `ema_params`; the Result (and so the
+  next stage, via `load_params`) gets the average, not the last iterate."""
+  run = psl.train_and_evaluate(tiny_config(data_dir, **{"optim.ema_decay": 0.5}), str(tmp_path))
+  mgr = ckpt_lib.make_manager(tmp_path, max_to_keep=2, save_every=3)
+  meta = ckpt_lib.state_metadata(mgr, 6)
+  assert any(k.startswith("ema_params") for k in meta)
+  loaded = ckpt_lib.load_params(tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, run.params, loaded)
+  plain = psl.train_and_evaluate(tiny_config(data_dir), str(tmp_path / "plain"))
+  differ = [not np.array_equal(a, b) for a, b in
+            zip(jax.tree.leaves(run.params), jax.tree.leaves(plain.params))]
+  assert any(differ)  # the same run without the average ends elsewhere
+  with pytest.raises(ValueError, match=r"optim.ema_decay=1.0 must be in \[0, 1\)"):
+    psl.train_and_evaluate(tiny_config(data_dir, **{"optim.ema_decay": 1.0}), str(tmp_path / "x"))

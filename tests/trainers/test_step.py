@@ -84,3 +84,29 @@ def test_rollout_option():
   assert step_lib.rollout_unrolled("auto") == (jax.default_backend() == "cpu")
   with pytest.raises(ValueError, match=r"config.ciss.rollout='loop' is unknown"):
     step_lib.rollout_unrolled("loop", "ciss.rollout")
+
+
+def test_weight_average_against_a_numpy_loop():
+  """`ema_params` after each finite step equals the plain loop
+  d_t = min(decay, (1+t)/(10+t)), ē = d_t ē + (1 − d_t) θ_t over the params the
+  updates produced; a non-finite step moves neither."""
+  tx, decay = optax.sgd(0.002), 0.6  # the warm-up rules to t = 12, decay after
+  state = step_lib.init_state(PARAMS, tx=tx, rng=jax.random.key(0), ema=True)
+  jax.tree.map(np.testing.assert_array_equal, state["ema_params"], PARAMS)
+  update = jax.jit(step_lib.make_update(algorithms.as_grads_fn(loss_fn), tx, ema_decay=decay))
+  ref = jax.tree.map(np.asarray, PARAMS)
+  for t in range(1, 21):
+    state, _, finite = update(state, BATCH)
+    assert bool(finite)
+    d = min(decay, (1 + t) / (10 + t))
+    ref = jax.tree.map(lambda e, p: d * e + (1 - d) * np.asarray(p), ref, state["params"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), state["ema_params"], ref)
+  # the average lags the iterate: it is a different, not a copied, tree
+  assert not np.allclose(state["ema_params"]["a"]["w"], state["params"]["a"]["w"])
+  assert step_lib.eval_params(state) is state["ema_params"]
+  nan = jax.jit(step_lib.make_update(algorithms.as_grads_fn(
+      lambda p, b, r, s: jax.tree.map(lambda x: x * jnp.nan, loss_fn(p, b, r, s))), tx,
+      ema_decay=decay))
+  new, _, finite = nan(state, BATCH)
+  assert not bool(finite)
+  jax.tree.map(np.testing.assert_array_equal, new, state)
