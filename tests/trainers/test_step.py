@@ -45,6 +45,10 @@ def test_update_is_one_sgd_step_with_the_step_and_a_fresh_rng():
   assert float(metrics["draw"]) == float(jax.random.uniform(
       jax.random.fold_in(jax.random.key(0), 0)))
   assert float(metrics["train/grad_norm"]) == pytest.approx(float(optax.tree.norm(grads)))
+  # ||Δθ|| / ||θ||, the divergence check's ratio, over the params as applied
+  flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
+  delta = np.linalg.norm(flat(new["params"]) - flat(PARAMS)) / np.linalg.norm(flat(PARAMS))
+  assert float(metrics["train/update_ratio"]) == pytest.approx(delta, rel=1e-5)
   assert {"train/loss", "train/extra"} <= set(metrics)
   # Step 1 uses the step in the loss: its loss is twice step 0's at the same params.
   _, m1, _ = update(state | {"step": jnp.ones((), jnp.int32)}, BATCH)
