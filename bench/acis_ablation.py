@@ -26,7 +26,6 @@ memory of the step, from `compiled.memory_analysis()`), side by side.
 """
 from __future__ import annotations
 
-import ast
 import functools
 import json
 import pathlib
@@ -57,16 +56,7 @@ def load_config(row: str, args):
   c.data.root = str(args.root)
   if args.steps:
     c.total_steps = args.steps
-  c.lock()  # a typo in a --set key is a KeyError naming it
-  for item in args.set:  # KEY=VALUE, a Python literal (a string otherwise)
-    key, _, value = item.partition("=")
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass
-    c.update_from_flattened_dict({key: value})
-  c.unlock()
-  return c
+  return config_lib.apply_sets(c, args.set)
 
 
 def pretrain(rows, args) -> None:

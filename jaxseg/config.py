@@ -7,6 +7,7 @@ while the flags are parsed, before any data is read or anything compiles.
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import pathlib
 
@@ -323,6 +324,21 @@ def apply_options(c: ml_collections.ConfigDict, args: dict[str, str],
       for part in key.split("."):
         node = node[part]
       c.update_from_flattened_dict({key: type(node)(args[opt])})
+  return c
+
+
+def apply_sets(c: ml_collections.ConfigDict, items) -> ml_collections.ConfigDict:
+  """The benchmarks' `--set KEY=VALUE` overrides (VALUE a Python literal, else a
+  string), in place, on the locked dict: a typo in a key is a KeyError naming it."""
+  c.lock()
+  for item in items:
+    key, _, value = item.partition("=")
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass
+    c.update_from_flattened_dict({key: value})
+  c.unlock()
   return c
 
 

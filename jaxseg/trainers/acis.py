@@ -210,7 +210,7 @@ def _check_counts(source, config, split: str) -> None:
                       f"than config.acis.max_instances={k}; raise it.")
 
 
-def _unresized(data_config):
+def unresized(data_config):
   """The val split is read at its original size (masks are pasted back)."""
   c = copy.deepcopy(data_config)
   c.resize = None
@@ -235,7 +235,7 @@ def prepare(config):
   """What every stage of one command shares, read and checked once: (train
   source, val source at its original size, info), the networks and their
   fresh params (host)."""
-  sources = loop.read_sources(config, val_data=_unresized(config.data))
+  sources = loop.read_sources(config, val_data=unresized(config.data))
   train_source, _, info = sources
   if not info.has_instances:
     raise DataError(f"ACIS needs instance labels; dataset {info.name!r} has none (use "
