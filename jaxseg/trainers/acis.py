@@ -59,6 +59,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if a.image_size % 2 ** n or a.image_size % 2 ** (len(a.preproc_features) - 1):
     raise ValueError(f"config.acis.image_size={a.image_size} must be divisible by 2**{n} "
                      "(one max-pool / upsampling per encoder, decoder and critic stage).")
+  size = (a.image_size, a.image_size)
+  for key in ("resize", "crop_size"):
+    if tuple(config.data[key] or ()) != size:
+      raise ValueError(f"config.data.{key}={config.data[key]} must be (acis.image_size, "
+                       f"acis.image_size) = {size}: the networks are built for S x S "
+                       "images (set the three together).")
   if len(a.encoder_features) != len(a.decoder_features):
     raise ValueError("config.acis.encoder_features and decoder_features need the same "
                      "number of stages (the bottleneck grid is image_size / 2**stages).")

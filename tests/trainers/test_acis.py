@@ -53,6 +53,12 @@ def test_variants_set_the_ablation_switches():
     tiny_config("ac_typo")
   with pytest.raises(ValueError, match="image_size"):
     acis.validate(tiny_config(**{"acis.image_size": 34}))
+  with pytest.raises(ValueError, match=r"data.resize=\(32, 32\) must be .* \(64, 64\)"):
+    acis.validate(tiny_config(**{"acis.image_size": 64}))  # data.resize left at 32
+  with pytest.raises(ValueError, match="data.crop_size"):
+    acis.validate(tiny_config(**{"data.crop_size": (16, 16)}))
+  acis.validate(tiny_config(**{"acis.image_size": 64, "data.resize": (64, 64),
+                               "data.crop_size": (64, 64)}))
   with pytest.raises(ValueError, match="acis.method"):
     acis.validate(tiny_config(**{"acis.method": "ppo"}))
   with pytest.raises(ValueError, match="rollout"):
