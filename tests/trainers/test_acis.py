@@ -251,15 +251,20 @@ def test_main_runs_every_stage_then_reuses_them(cvppp_root, tmp_path, capsys):
   assert [int(r[0]) for r in table] == list(range(c.acis.max_instances))
   assert all(0 <= float(v) <= 1 for r in table for v in r[2:])
   # --metrics: the split's Tab. 1 numbers, as the stage's own evaluation wrote
-  # them on the same two val images; --set reaches the config (a typo fails).
+  # them on the same two val images.
   stages = [str(tmp_path / "a" / s) for s in ("preproc", "cvae", "bl_trunc")]
   spec = f"{CONFIGS / 'acis_cvppp.py'}:bl_trunc,runlocal"
   acis_steps.main(["--stages", *stages, "--config", spec, "--root", str(cvppp_root),
-                   "--metrics", "--max-examples", "2", "--set", "acis.eval_blocks=('lstm',)"])
+                   "--metrics", "--max-examples", "2"])
   rows = dict(line.split("|")[1:3] for line in capsys.readouterr().out.splitlines()
               if line.startswith("| ") and not line[2].isdigit())
   for key in ("sbd", "abs_dic", "mwcov", "fg_coverage"):
     assert float(rows[f" {key} "]) == pytest.approx(metrics[f"val/{key}"], abs=1e-4), key
+  # --set reaches the config (3 episode steps, one row each); a typo fails.
+  acis_steps.main(["--stages", *stages, "--config", spec, "--root", str(cvppp_root),
+                   "--max-examples", "1", "--set", "acis.max_instances=3"])
+  assert [line[2] for line in capsys.readouterr().out.splitlines()
+          if line.startswith("| ") and line[2].isdigit()] == ["0", "1", "2"]
   with pytest.raises(KeyError, match="eval_blokcs"):
     acis_steps.main(["--stages", *stages, "--config", spec, "--set", "acis.eval_blokcs=()"])
   c2 = tiny_config("ac", **{"data.root": str(cvppp_root), "eval.max_examples": 1,
