@@ -329,16 +329,21 @@ def apply_options(c: ml_collections.ConfigDict, args: dict[str, str],
 
 def apply_sets(c: ml_collections.ConfigDict, items) -> ml_collections.ConfigDict:
   """The benchmarks' `--set KEY=VALUE` overrides (VALUE a Python literal, else a
-  string), in place, on the locked dict: a typo in a key is a KeyError naming it."""
+  string), in place, with the dict locked meanwhile: a typo in a key is a
+  KeyError naming it. The dict is left locked or unlocked as it came."""
+  was_locked = c.is_locked
   c.lock()
-  for item in items:
-    key, _, value = item.partition("=")
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass
-    c.update_from_flattened_dict({key: value})
-  c.unlock()
+  try:
+    for item in items:
+      key, _, value = item.partition("=")
+      try:
+        value = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        pass
+      c.update_from_flattened_dict({key: value})
+  finally:
+    if not was_locked:
+      c.unlock()
   return c
 
 
