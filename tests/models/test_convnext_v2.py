@@ -1,4 +1,6 @@
 """ConvNeXt-V2 backbone: shapes, parameter counts, GRN, drop path, depthwise."""
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -154,3 +156,55 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_unknown_variant_raises():
   with pytest.raises(ValueError, match="atto"):
     cnx.build_convnext_v2("huge")
+
+
+def test_depthwise_kernel_grad_matches_float64_loops():
+  # The kernel gradient's variadic reduce against a float64 numpy loop over the
+  # 49 taps, at a size where float32 summation order shows (one reduce over
+  # all of B, H, W had ~20x the error of a per-row sum).
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 40, 48, 24)).astype(np.float32)
+  g = rng.standard_normal(x.shape).astype(np.float32)
+  xp = np.pad(x.astype(np.float64), ((0, 0), (3, 3), (3, 3), (0, 0)))
+  h, w = x.shape[1:3]
+  want = np.zeros((7, 7, 1, x.shape[-1]))
+  for i in range(7):
+    for j in range(7):
+      want[i, j, 0] = (xp[:, i:i + h, j:j + w] * g).sum(axis=(0, 1, 2))
+  got = jax.jit(lambda x, g: cnx._shifted_kernel_grad(x, g, (7, 7, 1)))(x, g)
+  assert got.shape == want.shape and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
+def test_gelu_is_pytorch_exact_form():
+  x = np.linspace(-9.0, 9.0, 2001).astype(np.float32)
+  want = np.array([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x.astype(np.float64)])
+  np.testing.assert_allclose(cnx.gelu(jnp.asarray(x)), want, rtol=0, atol=2e-6)
+  np.testing.assert_allclose(cnx.gelu(jnp.asarray(x)), jax.nn.gelu(x, approximate=False),
+                             rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("patch,shape", [(4, (2, 18, 23, 3)), (2, (1, 8, 6, 5))])
+def test_patch_conv_is_nn_conv(patch, shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  conv = nn.Conv(7, (patch, patch), strides=(patch, patch), padding="VALID",
+                 kernel_init=cnx.kernel_init)
+  ours = cnx.PatchConv(7, patch)
+  variables = ours.init(jax.random.key(1), x)
+  # Same parameter names, shapes and initial values: checkpoints and weight
+  # imports do not change.
+  jax.tree.map(np.testing.assert_array_equal, variables, conv.init(jax.random.key(1), x))
+  variables = jax.tree.map(lambda v: v + jax.random.normal(jax.random.key(2), v.shape),
+                           variables)
+  want = conv.apply(variables, x)
+  np.testing.assert_allclose(ours.apply(variables, x), want, rtol=1e-5, atol=1e-5)
+  kernel = variables["params"]["kernel"]
+  for impl in ("dot", "conv"):
+    got = cnx.patch_conv(x, kernel, impl) + variables["params"]["bias"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda x, k: jnp.sum(jnp.sin(cnx.patch_conv(x, k, impl))), (0, 1))(x, kernel)
+           for impl in ("dot", "conv")]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="impl"):
+    cnx.patch_conv(x, kernel, "fft")
