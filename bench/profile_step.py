@@ -52,7 +52,8 @@ PARTS = (
     ("neck + head", r"/(fpn|lateral|ppm|aspp|head|classifier|decoder|bottleneck|context)"),
 )
 PRIORITY = {"convolution": 0, "dot": 1, "reduce": 2, "reduce-window": 2, "scatter": 2}
-_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = [^=]*?\b([a-z][\w\-]*)\(")
+# (A tuple-shaped result, e.g. a variadic reduce's, holds `/*index=5*/` comments.)
+_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (?:[^=]|/\*index=\d+\*/)*?\b([a-z][\w\-]*)\(")
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
 _OPNAME = re.compile(r'op_name="([^"]*)"')
 _COMP = re.compile(r"^(?:ENTRY )?%([\w.\-]+) ")

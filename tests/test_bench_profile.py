@@ -50,3 +50,20 @@ def test_instructions_map_to_module_and_pass():
       "depthwise 7x7", "fwd")
   assert profile_step.part_of("jit(u)/transpose(jvp(Net))/stage0_block0/norm/sub") == (
       "block LayerNorm", "bwd")
+
+
+def test_tuple_shaped_instructions_are_attributed():
+  # A variadic reduce (the depthwise kernel gradient's) has a tuple shape whose
+  # text holds `/*index=5*/` comments; its instruction is still found and named.
+  def dk(x, g):
+    ops = tuple(x[:, i:i + 64] * g for i in range(7))
+    return jax.lax.reduce(ops, (jnp.float32(0),) * 7,
+                          lambda a, b: tuple(u + v for u, v in zip(a, b)), (0,))
+
+  text = jax.jit(dk).lower(jnp.ones((32, 70)), jnp.ones((32, 64))).compile().as_text()
+  tuple_lines = [l for l in text.splitlines()
+                 if " = (" in l and "/*index=" in l.split(" = ", 1)[1].split(") ")[0]]
+  assert tuple_lines, "expected an instruction with a tuple-shaped result"
+  parts = profile_step.instruction_parts(text)
+  for line in tuple_lines:
+    assert line.split(" = ")[0].replace("ROOT", "").strip().lstrip("%") in parts
