@@ -21,16 +21,14 @@ same `(7, 7, 1, C)` kernel as `nn.Conv(feature_group_count=C)`:
 On XLA:CPU (JAX 0.10, 2 cores) the grouped convolution is the slow path:
 convnextv2_nano + 1x1 head, AdamW train step, 96x128 batch 8: 1164 ms "lax"
 vs ~400 ms "shift" (forward alone 523 vs 92 ms); 512x512 batch 2: 5152 vs
-~2080 ms (bench/train_step.py). `"auto"` therefore uses `"shift"` on CPU and `"lax"` on
+~2080 ms (bench/train_step.py; with the row-scan kernel gradient this module
+had before, ~300 and ~1500 ms now). `"auto"` therefore uses `"shift"` on CPU and `"lax"` on
 accelerators, where the grouped convolution is a native kernel.
 
-The stem and downsample convolutions (kernel = stride, no padding) are
-`PatchConv`: on CPU a space-to-depth reshape and one matmul, whose
-gradients are matmuls too; on accelerators `lax.conv_general_dilated`.
-Whole train step, ConvNeXt-V2-nano + 1x1 head, 2 CPU cores, interleaved:
-512x512 batch 2 1.11-1.14x as fast as with the convolution, 96x128 batch 8
-1.03x (bench/train_step.py; the convolutions' weight gradients took 82 ms
-of a 512² step).
+The stem and downsample convolutions (kernel = stride) are `PatchConv`: on
+CPU a space-to-depth reshape and one matmul (the whole nano step at 512x512
+batch 2 1.11-1.14x as fast as with XLA:CPU's convolution, whose kernel
+gradients took 82 ms of it); on accelerators `lax.conv_general_dilated`.
 """
 from __future__ import annotations
 
@@ -213,14 +211,11 @@ def patch_conv(x: Array, kernel: Array, impl: str = "auto") -> Array:
 
       y[b, h, w, o] = sum_{i, j, c} x[b, p*h + i, p*w + j, c] * kernel[i, j, c, o]
 
-  `impl` "dot": the patches as a (B, H/p, W/p, p*p*C) space-to-depth reshape
-  times the kernel as a (p*p*C, O) matrix; "conv": `lax.conv_general_dilated`;
-  "auto": "dot" on CPU, "conv" elsewhere. Rows and columns past the last full
-  patch are dropped, as by the convolution.
-
-  Args:
-    x: (B, H, W, C).
-    kernel: (p, p, C, O).
+  for x (B, H, W, C) and kernel (p, p, C, O). `impl` "dot": the patches as a
+  (B, H/p, W/p, p*p*C) space-to-depth reshape times the kernel as a
+  (p*p*C, O) matrix; "conv": `lax.conv_general_dilated`; "auto": "dot" on
+  CPU, "conv" elsewhere. Rows and columns past the last full patch are
+  dropped, as by the convolution.
   """
   p = kernel.shape[0]
   if kernel.shape[1] != p:
