@@ -62,6 +62,7 @@ CONVNEXT_V2_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 }
 
 DEPTHWISE_IMPLS = ("auto", "shift", "lax")
+PATCH_IMPLS = ("auto", "dot", "conv")
 
 LN_EPS = 1e-6
 
@@ -170,12 +171,14 @@ def _depthwise_shift_bwd(residuals, g):
 depthwise_conv_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
 
 
-def resolve_depthwise_impl(impl: str) -> str:
-  """Maps "auto" to "shift" on CPU and "lax" on other backends."""
-  if impl not in DEPTHWISE_IMPLS:
-    raise ValueError(f"depthwise impl {impl!r} not in {DEPTHWISE_IMPLS}")
+def resolve_impl(impl: str, choices: tuple[str, str, str], what: str) -> str:
+  """`impl` checked against `choices` = ("auto", the CPU form, the
+  accelerator form); "auto" becomes the one for `jax.default_backend()`.
+  `what` names the option in the error."""
+  if impl not in choices:
+    raise ValueError(f"{what} impl {impl!r} not in {choices}")
   if impl == "auto":
-    return "shift" if jax.default_backend() == "cpu" else "lax"
+    return choices[1] if jax.default_backend() == "cpu" else choices[2]
   return impl
 
 
@@ -198,7 +201,7 @@ class DepthwiseConv(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
     x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
-    if resolve_depthwise_impl(self.impl) == "shift":
+    if resolve_impl(self.impl, DEPTHWISE_IMPLS, "depthwise") == "shift":
       y = depthwise_conv_shift(x, kernel)
     else:
       y = depthwise_conv_lax(x, kernel)
@@ -220,13 +223,9 @@ def patch_conv(x: Array, kernel: Array, impl: str = "auto") -> Array:
   p = kernel.shape[0]
   if kernel.shape[1] != p:
     raise ValueError(f"patch_conv needs a square kernel, got {kernel.shape}")
-  if impl == "auto":
-    impl = "dot" if jax.default_backend() == "cpu" else "conv"
-  if impl == "conv":
+  if resolve_impl(impl, PATCH_IMPLS, "patch_conv") == "conv":
     return lax.conv_general_dilated(x, kernel, (p, p), "VALID",
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  if impl != "dot":
-    raise ValueError(f"patch_conv impl {impl!r} not in ('auto', 'dot', 'conv')")
   b, h, w, c = x.shape
   h, w = h // p, w // p
   x = x[:, :h * p, :w * p]
