@@ -75,8 +75,8 @@ ROWS = {
     # jaxseg's recipe and one component changed at a time (docs/rss_image_level.md).
     "psr_class": ("psr_class", {}),
     "psr_class_noeps": ("psr_class", {"rss.explore_eps": 0.0}),
-    "psr_class_nocls": ("psr_class", {"rss.class_rewards": False}),
-    "psr_class_rloo": ("psr_class", {"rss.baseline": "rloo"}),
+    "psr_class_nocls": ("psr_class", {"rss.credit": "map"}),
+    "psr_class_rloo": ("psr_class", {"rss.advantage": "rloo"}),
     "psr_class_n4": ("psr_class", {"rss.num_samples": 4}),
     "psr_class_n16": ("psr_class", {"rss.num_samples": 16}),
     "psr_class_multi": ("psr_class", {"rss.psr_scales": (1 / 8, 1 / 4)}),

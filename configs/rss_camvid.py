@@ -29,7 +29,7 @@ from jaxseg import config as config_lib
 def get_config(arg=None):
   variant, args = config_lib.parse_variant(
       arg, config_lib.RSS_VARIANTS,
-      default="psr_class", options=("runlocal", *config_lib.RSS_OPTIONS))
+      default="psr_class", options=("runlocal", "start", *config_lib.RSS_OPTIONS))
   # Data, model and optimiser: configs/psl_camvid.py's, measured there, without
   # its class weights (RSS has no cross-entropy to weight) and on a shorter budget.
   c = config_lib.load_config_file(pathlib.Path(__file__).with_name("psl_camvid.py"))
@@ -51,6 +51,16 @@ def get_config(arg=None):
   c.rss.psd_std_normalize = True
   # Per-class collapse diagnostics (train/cls/*; plots: bench/rss_collapse.py).
   c.rss.class_diagnostics = True
+  # The pretrained start's stand-in (ImageNet weights cannot be fetched at CPU
+  # scale): PSL on IDD-Lite, another road-scene dataset, as stage `cold`.
+  c.cold_start.name = "folder"
+  c.cold_start.ignore_index = 255
+  c.cold_start.steps = 3000
+  c.cold_start.lr = 1e-3
+  if "start" in args:
+    config_lib.check_choice("start (configs/rss_camvid.py)", args["start"], ("model", "backbone"))
+    c.cold_start.load = args["start"]
+    c.cold_start.root = "../shared/data/idd_lite"
   config_lib.apply_options(c, args, config_lib.RSS_OPTIONS)
   if "runlocal" in args:
     c = config_lib.runlocal(c)

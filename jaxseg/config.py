@@ -90,6 +90,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.cold_start.name = ""  # data.name of the other dataset
   c.cold_start.root = ""  # its data.root ("" = no cold-start stage)
   c.cold_start.steps = 0  # its length (0 = total_steps)
+  c.cold_start.ignore_index = -1  # its data.ignore_index (-1 = this run's)
+  c.cold_start.lr = 0.0  # its optim.lr (0 = this run's); its last-layer factor is 1
+  # What later stages take from it: model = every layer but the classifier
+  # (init_from, the paper's "cold start") | backbone = the backbone alone
+  # (model.pretrained, fresh neck and head: an ImageNet-pretrained start's stand-in).
+  c.cold_start.load = "model"
+  c.cold_start.workdir = ""  # where it trains / is reused ("" = WORKDIR/cold)
 
   # RSS, trainer "rss" (SPEC §1; jaxseg/algorithms/rss.py).
   c.rss = ml_collections.ConfigDict()
@@ -105,11 +112,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.rss.psr_weights = ml_collections.FieldReference((), field_type=tuple)  # () = 1 each
   c.rss.psr_schedule = "all"  # all | coarse_to_fine
   c.rss.psr_unlock_fraction = 0.5  # coarse_to_fine: every scale on by this fraction
-  c.rss.psd = False  # pair-wise spatial difference advantages
-  c.rss.psd_std_normalize = False  # divide PSD advantages by their std
+  # Image level: how a position is credited — map (one advantage per map: naive /
+  # PSR) | psd (pair-wise spatial difference) | class (jaxseg's recipe: the IoU term
+  # of the class it chose, C numbers per map instead of the paper's one scalar).
+  c.rss.credit = "map"
+  # Advantage over the N maps of an image (rewards.group_advantages): raw | grpo |
+  # drgrpo (no std division) | rloo (leave-one-out) | rank (GRPO of the ranks).
+  c.rss.advantage = "grpo"
+  c.rss.psd_std_normalize = False  # divide PSD advantages by the RMS of the non-zero ones
+  c.rss.drop_flat = False  # images whose N rewards are equal leave the loss's normaliser
   c.rss.entropy_coef = 0.0  # entropy bonus
-  c.rss.baseline = "grpo"  # image level, per image: grpo (mean/std) | rloo (leave-one-out)
-  c.rss.class_rewards = False  # credit each position with its class's IoU (not with psd)
   c.rss.explore_eps = 0.0  # sample from (1 - eps) * pi + eps * uniform
   c.rss.class_diagnostics = False  # log train/cls/{pred,label,entropy,sampled}/<c>
   c.rss.compare_psl = False  # also train PSL on the same budget and compare
@@ -269,23 +281,31 @@ def check_choice(key: str, value, choices) -> None:
 PSR_SINGLE = (1 / 8,)
 PSR_MULTI = (1 / 16, 1 / 8, 1 / 4, 1.0)
 _IMAGE = {"trainer": "rss", "rss.level": "image"}
+# The paper's credits: GRPO over the N maps broadcast to the map (naive, PSR), or
+# PSD of the raw rewards ("directly utilizes the score reward difference", §3.2.3).
+_MAP = {"rss.credit": "map", "rss.advantage": "grpo"}
+_PSD = {"rss.credit": "psd", "rss.advantage": "raw"}
 # The RSS paper's Tables 1 and 2 (configs/rss_*.py:VARIANT).
 RSS_VARIANTS = {
     "psl": {"trainer": "psl"},
     "pixel": {"trainer": "rss", "rss.level": "pixel", "rss.sync_an": True},
     "pixel_nosync": {"trainer": "rss", "rss.level": "pixel", "rss.sync_an": False},
-    "naive": {**_IMAGE, "rss.psr_scales": (1.0,), "rss.psd": False},
-    "psr_single": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.psd": False},
-    "psr_single_psd": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.psd": True},
-    "psr_multi": {**_IMAGE, "rss.psr_scales": PSR_MULTI, "rss.psd": False},
-    "psr_multi_psd": {**_IMAGE, "rss.psr_scales": PSR_MULTI, "rss.psd": True},
+    "naive": {**_IMAGE, "rss.psr_scales": (1.0,), **_MAP},
+    "psr_single": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, **_MAP},
+    "psr_single_psd": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, **_PSD},
+    "psr_multi": {**_IMAGE, "rss.psr_scales": PSR_MULTI, **_MAP},
+    "psr_multi_psd": {**_IMAGE, "rss.psr_scales": PSR_MULTI, **_PSD},
     # jaxseg's image-level recipe (docs/rss_image_level.md): PSR, per-class
-    # credit from the mIoU's own IoU terms, N = 8, ε-uniform exploration.
-    "psr_class": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.psd": False,
-                  "rss.class_rewards": True, "rss.num_samples": 8, "rss.explore_eps": 0.1},
+    # credit from the mIoU's own IoU terms (C numbers per map, not the paper's
+    # scalar), N = 8, ε-uniform exploration.
+    "psr_class": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.credit": "class",
+                  "rss.advantage": "grpo", "rss.num_samples": 8, "rss.explore_eps": 0.1},
 }
-# `:VARIANT,lr_factor=F` (Tab. 3: the classifier's lr factor), `cold=DIR` (cold start).
-RSS_OPTIONS = {"lr_factor": "optim.last_layer_lr_factor", "cold": "init_from"}
+# `:VARIANT,lr_factor=F` (Tab. 3: the classifier's lr factor), `cold=DIR` (cold start:
+# every layer of a finished run but the classifier), `pretrained=DIR` (its backbone
+# alone, or a timm weights file).
+RSS_OPTIONS = {"lr_factor": "optim.last_layer_lr_factor", "cold": "init_from",
+               "pretrained": "model.pretrained"}
 # CiSS-Net's Tab. 4 rows (configs/ciss_*.py:VARIANT).
 CISS_VARIANTS = {
     "baseline": {"trainer": "ciss", "ciss.context": "none", "ciss.entropy_coef": 0.05},

@@ -64,7 +64,8 @@ def test_rss_variants_set_their_ablation_row():
     c = _load("rss_camvid.py", f"{variant},runlocal")
     assert c.trainer == ("psl" if variant == "psl" else "rss")
   c = _load("rss_camvid.py", "psr_multi_psd,lr_factor=40,cold=/x")
-  assert (c.rss.level, c.rss.psd, len(c.rss.psr_scales)) == ("image", True, 4)
+  assert (c.rss.level, c.rss.credit, c.rss.advantage, len(c.rss.psr_scales)) == (
+      "image", "psd", "raw", 4)
   assert c.optim.last_layer_lr_factor == 40.0 and c.init_from == "/x"
   c = _load("rss_camvid.py", "pixel_nosync")
   assert (c.rss.level, c.rss.sync_an) == ("pixel", False)
@@ -73,11 +74,11 @@ def test_rss_variants_set_their_ablation_row():
   # jaxseg's recipe is every RSS config's default; the paper's rows stay as they were.
   for name in ("rss_camvid.py", "rss_embedded.py", "rss_pascal.py"):
     c = _load(name)
-    assert (c.rss.level, c.rss.class_rewards, c.rss.psd, c.rss.num_samples,
-            c.rss.explore_eps, c.optim.last_layer_lr_factor) == ("image", True, False, 8,
+    assert (c.rss.level, c.rss.credit, c.rss.num_samples,
+            c.rss.explore_eps, c.optim.last_layer_lr_factor) == ("image", "class", 8,
                                                                   0.1, 1.0), name
   c = _load("rss_embedded.py", "psr_multi_psd")
-  assert (c.rss.class_rewards, c.rss.explore_eps, c.rss.psd) == (False, 0.0, True)
+  assert (c.rss.credit, c.rss.explore_eps) == ("psd", 0.0)
   with pytest.raises(ValueError, match="not understood"):
     _load("rss_camvid.py", "psr_mutli")
 

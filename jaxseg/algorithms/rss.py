@@ -7,10 +7,12 @@ sharded train step:
 * pixel: N actions per pixel, `r = 1[a == y]`, GRPO-normalised over the valid
   (pixel, sample) rewards of the global batch (SyncAN) or of each shard.
 * image: per PSR scale, N whole action maps sampled from average-pooled logits,
-  one reward per map (a `SCORES` entry, default the image's mIoU against the
-  block-mode label), advantages normalised over the N maps of the image (naive)
-  or pair-wise spatial differences (PSD), or per class (`class_rewards`: each
-  position credited with the IoU of the class it chose); one loss term per scale.
+  one scalar reward per map (a `SCORES` entry, default the image's mIoU against
+  the block-mode label), an advantage estimator over the N maps of the image
+  (`rewards.group_advantages`: raw, grpo, drgrpo, rloo, rank) credited to the
+  whole map (naive) or by pair-wise spatial differences (PSD); or, jaxseg's
+  recipe, per class (`credit="class"`: each position credited with the IoU
+  term of the class it chose, C numbers per map); one loss term per scale.
 
 Policy-gradient loss at each scale: `-Σ stop_gradient(A)·log π(a) / (N·#valid)`
 over valid positions, minus `entropy_coef` × the mean policy entropy.
@@ -28,7 +30,7 @@ LEVELS = ("pixel", "image")
 PIXEL_GROUPS = ("global", "per_pixel")
 IMAGE_GROUPS = ("image", "global")
 SCHEDULES = ("all", "coarse_to_fine")
-BASELINES = ("grpo", "rloo")
+CREDITS = ("map", "psd", "class")
 
 
 def _accuracy_score(actions, labels, *, ignore_index):
@@ -80,28 +82,22 @@ def _sample(rng, logits, num_samples, eps=0.0):
   return jnp.moveaxis(a, 0, 1), jnp.moveaxis(logp, 0, 1)
 
 
-def _baseline(r, baseline: str):
-  """Advantages of rewards (B, N, ...) over the N samples of each image:
-  GRPO `(R − mean) / (std + eps)` or leave-one-out `R − mean_{m≠n} R_m`."""
-  if baseline == "rloo":
-    return rewards.leave_one_out_advantages(r, axis=1)
-  return rewards.normalize_advantages(r, axis=1)
-
-
-def class_advantages(actions, labels, *, num_classes, ignore_index, baseline="grpo"):
+def class_advantages(actions, labels, *, num_classes, ignore_index, advantage="grpo"):
   """Per-class credit: `A_n(p) = Â_{n, a_n(p)}`, where `Â_{n,c}` is the
-  advantage (`_baseline` over the N maps of the image) of `IoU_c(a_n, y)`
-  (`rewards.class_iou`, 1 where class c is neither predicted nor present).
+  advantage (`rewards.group_advantages` over the N maps of the image) of
+  `IoU_c(a_n, y)` (`rewards.class_iou`, 1 where class c is neither predicted
+  nor present).
 
   Every position is credited with the IoU of the class it chose, so the noise
   of the other classes' terms of the mIoU stays out of its advantage, and
-  painting a class that the image lacks costs that class's IoU (1 → 0).
+  painting a class that the image lacks costs that class's IoU (1 → 0). This
+  is C numbers per map (jaxseg's recipe `psr_class`), not the paper's scalar.
   actions (B, N, h, w), labels (B, h, w) -> (B, N, h, w) float32.
   """
   iou = jax.vmap(jax.vmap(
       functools.partial(rewards.class_iou, num_classes=num_classes, ignore_index=ignore_index),
       in_axes=(0, None)))(actions, labels)  # (B, N, C)
-  adv = _baseline(iou, baseline)
+  adv = rewards.group_advantages(iou, estimator=advantage, axis=1)
   b, n = actions.shape[:2]
   flat = jnp.take_along_axis(adv, actions.reshape(b, n, -1), axis=-1)
   return flat.reshape(actions.shape)
@@ -142,20 +138,42 @@ def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="g
   return loss, metrics
 
 
+def psd_advantages(actions, r, valid, *, std_normalize=False):
+  """PSD credit of the N maps of every image (SPEC §1.2):
+
+      A_i(p) = Σ_j (R_i − R_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)
+
+  (`rewards.pairwise_spatial_difference`), with `std_normalize` divided by
+  the root mean square (std about 0) of its non-zero entries at valid
+  positions of the whole (global) batch. actions (B, N, h, w), r (B, N),
+  valid (B, h, w) -> (A (B, N, h, w), fraction of non-zero entries)."""
+  adv = jax.vmap(rewards.pairwise_spatial_difference)(actions, r)
+  mask = (valid[:, None] & (adv != 0)).astype(jnp.float32)
+  nonzero = jnp.sum(mask) / jnp.maximum(actions.shape[1] * jnp.sum(valid), 1)
+  if std_normalize:
+    adv = adv / (jnp.sqrt(jnp.sum(adv * adv * mask) / jnp.maximum(jnp.sum(mask), 1.0)) + 1e-6)
+  return adv, nonzero
+
+
 def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_classes,
-                     ignore_index, psd, psd_std_normalize=False, group="image", groups=1,
-                     baseline="grpo", class_rewards=False, explore_eps=0.0):
+                     ignore_index, credit="map", advantage="grpo", psd_std_normalize=False,
+                     group="image", groups=1, explore_eps=0.0, drop_flat=False):
   """Image-level RSS at one PSR scale `s = 1/factor` (SPEC §1.2).
 
   `z_s = avgpool_f(z)`, `y_s = blockmode_f(y)`, `a_n ~ q(z_s)` for n < N
-  (`explore_logits`: π itself when `explore_eps` = 0), `R_n = score(a_n, y_s)`.
-  Advantages, broadcast over (h, w) unless PSD or per class:
-    naive: `A_n = (R_n − mean_n R) / (std_n R + eps)` over the N maps of an
-           image (`group="image"`; `baseline="rloo"`: `R_n − mean_{m≠n} R_m`)
-           or every map of the (shard's) batch;
-    PSD:   `A_i(p) = Σ_j (R_i − R_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)`, optionally
-           divided by the std of its non-zero entries;
-    class: `class_advantages` (per-class IoU terms of the reward).
+  (`explore_logits`: π itself when `explore_eps` = 0), `R_n = score(a_n, y_s)`:
+  one scalar per sampled map. `Â = group_advantages(R, advantage)` over the N
+  maps of an image (raw, grpo, drgrpo, rloo, rank; `group="global"`: GRPO
+  over every map of the (shard's) batch instead). Credit per position:
+    map:   `A_n(p) = Â_n`, broadcast over (h, w) (the paper's naive / PSR rows);
+    psd:   `A_i(p) = Σ_j (Â_i − Â_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)` (`psd_advantages`;
+           the paper's PSD is `advantage="raw"`, Â = R), optionally divided by
+           the RMS of its non-zero entries;
+    class: `class_advantages` — the mIoU's C per-class IoU terms, not a scalar
+           (jaxseg's recipe).
+  With `drop_flat`, images whose N rewards are all equal (no signal: every
+  centred advantage is 0) leave the loss's normaliser too (DAPO's dynamic
+  sampling, without re-drawing).
   Loss `-Σ_{n,p valid} A_n(p)·log q(a_n(p)) / (N·#valid)`. Returns (loss, metrics).
   """
   z = rewards.downsample_logits(logits, factor)
@@ -165,23 +183,23 @@ def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_
   r = rewards.sample_scores(score_fn, a, y)  # (B, N)
   valid = y != ignore_index  # (B, h, w)
   metrics = {}
-  if class_rewards:
+  if credit == "class":
     adv = class_advantages(a, y, num_classes=num_classes, ignore_index=ignore_index,
-                           baseline=baseline)
-  elif psd:
-    adv = jax.vmap(rewards.pairwise_spatial_difference)(a, r)  # (B, N, h, w)
-    mask = valid[:, None] & (adv != 0)
-    metrics["psd_nonzero"] = jnp.sum(mask) / jnp.maximum(num_samples * jnp.sum(valid), 1)
-    if psd_std_normalize:
-      m = mask.astype(jnp.float32)
-      std = jnp.sqrt(jnp.sum(adv * adv * m) / jnp.maximum(jnp.sum(m), 1.0))
-      adv = adv / (std + 1e-6)
+                           advantage=advantage)
   else:
-    if group == "image":
-      adv_img = _baseline(r, baseline)
-    else:
+    if group == "global":
       adv_img = sharded_normalize(r, groups=groups)
-    adv = jnp.broadcast_to(adv_img[:, :, None, None], a.shape)
+    else:
+      adv_img = rewards.group_advantages(r, estimator=advantage, axis=1)
+    if credit == "psd":
+      adv, metrics["psd_nonzero"] = psd_advantages(a, adv_img, valid,
+                                                   std_normalize=psd_std_normalize)
+    else:
+      adv = jnp.broadcast_to(adv_img[:, :, None, None], a.shape)
+  flat = jnp.all(r == r[:, :1], axis=1)  # (B,)
+  metrics["flat_groups"] = jnp.mean(flat.astype(jnp.float32))
+  if drop_flat:
+    valid = valid & ~flat[:, None, None]
   loss = _policy_loss(adv, logp, valid, num_samples)
   metrics["reward"] = jnp.mean(r)
   metrics["adv_std"] = _masked_std(adv, jnp.broadcast_to(valid[:, None], adv.shape))
@@ -230,9 +248,9 @@ def class_diagnostics(logits, labels, actions, *, num_classes, ignore_index):
 
 def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups=1,
               pixel_group="global", image_group="image", score_fn=None, factors=(1,),
-              weights=(), schedule="all", unlock_fraction=0.5, total_steps=1, psd=False,
-              psd_std_normalize=False, entropy_coef=0.0, baseline="grpo",
-              class_rewards=False, explore_eps=0.0, diagnostics=False):
+              weights=(), schedule="all", unlock_fraction=0.5, total_steps=1, credit="map",
+              advantage="grpo", psd_std_normalize=False, entropy_coef=0.0, explore_eps=0.0,
+              drop_flat=False, diagnostics=False):
   """The RSS loss `(params, batch, rng, step) -> (loss, metrics)`.
 
   `level="pixel"`: `pixel_level_loss`; `"image"`: Σ_s w_s(step) ·
@@ -262,9 +280,9 @@ def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups
       for k, (f, key) in enumerate(zip(factors, keys)):
         loss_k, m = image_level_loss(
             logits, labels, key, factor=f, num_samples=num_samples, score_fn=score_fn,
-            num_classes=num_classes, ignore_index=ignore_index, psd=psd,
-            psd_std_normalize=psd_std_normalize, group=image_group, groups=groups,
-            baseline=baseline, class_rewards=class_rewards, explore_eps=explore_eps)
+            num_classes=num_classes, ignore_index=ignore_index, credit=credit,
+            advantage=advantage, psd_std_normalize=psd_std_normalize, group=image_group,
+            groups=groups, explore_eps=explore_eps, drop_flat=drop_flat)
         loss = loss + w[k] * loss_k
         metrics.update({f"train/{name}_s{f}": v for name, v in m.items()})
         metrics[f"train/pg_loss_s{f}"] = loss_k

@@ -20,15 +20,18 @@ from jaxseg.rewards.instance import (
 from jaxseg.rewards.host_matching import host_matching_potentials, host_max_matching
 from jaxseg.rewards.matching import max_matching
 from jaxseg.rewards.semantic import (
+    ADVANTAGE_ESTIMATORS,
     ScoreFn,
     action_log_probs,
     class_iou,
     downsample_labels,
     downsample_logits,
     entropy,
+    group_advantages,
     host_score,
     image_miou,
     leave_one_out_advantages,
+    mid_ranks,
     normalize_advantages,
     pairwise_spatial_difference,
     pixel_correctness,
@@ -37,6 +40,7 @@ from jaxseg.rewards.semantic import (
 )
 
 __all__ = [
+    "ADVANTAGE_ESTIMATORS",
     "ScoreFn",
     "action_log_probs",
     "class_iou",
@@ -46,10 +50,12 @@ __all__ = [
     "host_max_matching",
     "downsample_logits",
     "entropy",
+    "group_advantages",
     "host_score",
     "image_miou",
     "improvement",
     "leave_one_out_advantages",
+    "mid_ranks",
     "iou_scores",
     "matching_potentials",
     "matching_rewards",

@@ -192,6 +192,46 @@ def leave_one_out_advantages(rewards: Array, *, axis: int = 0) -> Array:
   return (r - jnp.sum(r, axis=axis, keepdims=True) / n) * n / (n - 1)
 
 
+def mid_ranks(rewards: Array, *, axis: int = -1) -> Array:
+  """Rank of each reward among the N on `axis`, ties sharing their mean rank:
+  `rank_n = #{m : R_m < R_n} + (#{m : R_m = R_n} − 1) / 2`, in [0, N − 1]."""
+  r = jnp.moveaxis(rewards.astype(jnp.float32), axis, -1)
+  less = jnp.sum(r[..., None, :] < r[..., :, None], axis=-1)
+  ties = jnp.sum(r[..., None, :] == r[..., :, None], axis=-1)
+  return jnp.moveaxis(less + (ties - 1) / 2.0, -1, axis)
+
+
+def group_advantages(rewards: Array, *, estimator: str = "grpo", axis: int = -1,
+                     eps: float = 1e-6) -> Array:
+  """Advantages of the N rewards of one group (e.g. the N maps of an image) on `axis`:
+
+      raw:     A_n = R_n                              (REINFORCE, no baseline)
+      grpo:    A_n = (R_n − mean R) / (std R + eps)   (GRPO)
+      drgrpo:  A_n = R_n − mean R                     (Dr. GRPO: no std division)
+      rloo:    A_n = R_n − mean_{m≠n} R_m             (leave-one-out)
+      rank:    grpo of `mid_ranks(R)`                 (rank-normalised)
+
+  std is the population std over the N. A group whose N rewards are equal gets
+  A = 0 from every estimator but `raw`.
+  """
+  if estimator not in ADVANTAGE_ESTIMATORS:
+    raise ValueError(f"advantage estimator {estimator!r} is unknown; choose from "
+                     f"{ADVANTAGE_ESTIMATORS}.")
+  r = rewards.astype(jnp.float32)
+  if estimator == "raw":
+    return r
+  if estimator == "rloo":
+    return leave_one_out_advantages(r, axis=axis)
+  if estimator == "drgrpo":
+    return r - jnp.mean(r, axis=axis, keepdims=True)
+  if estimator == "rank":
+    r = mid_ranks(r, axis=axis)
+  return normalize_advantages(r, axis=axis, eps=eps)
+
+
+ADVANTAGE_ESTIMATORS = ("raw", "grpo", "drgrpo", "rloo", "rank")
+
+
 def pairwise_spatial_difference(actions: Array, rewards: Array) -> Array:
   """PSD advantages of N action maps of one image.
 

@@ -11,6 +11,7 @@ from jaxseg import algorithms
 from jaxseg import config as config_lib
 from jaxseg import parallel
 from jaxseg import plots
+from jaxseg import rewards
 from jaxseg.algorithms import rss
 from jaxseg.trainers import psl
 from jaxseg.trainers import semantic
@@ -37,18 +38,17 @@ def validate(config, num_shards: int) -> None:
   c = config.rss
   for key, choices in (("level", rss.LEVELS), ("pixel_group", rss.PIXEL_GROUPS),
                        ("image_group", rss.IMAGE_GROUPS), ("psr_schedule", rss.SCHEDULES),
-                       ("score", tuple(sorted(rss.SCORES))), ("baseline", rss.BASELINES)):
+                       ("score", tuple(sorted(rss.SCORES))), ("credit", rss.CREDITS),
+                       ("advantage", rewards.ADVANTAGE_ESTIMATORS)):
     config_lib.check_choice(f"rss.{key}", c[key], choices)
   if c.num_samples < 2:
     raise ValueError(f"config.rss.num_samples={c.num_samples}: advantages need N >= 2.")
   if not 0.0 <= c.explore_eps < 1.0:
     raise ValueError(f"config.rss.explore_eps={c.explore_eps} must lie in [0, 1).")
-  if c.class_rewards and c.psd:
-    raise ValueError("config.rss.class_rewards and config.rss.psd are two credit "
-                     "assignments: set one of them.")
-  if c.baseline == "rloo" and c.image_group != "image" and not c.class_rewards:
-    raise ValueError("config.rss.baseline='rloo' leaves one sample of an image out: "
-                     "it needs config.rss.image_group='image'.")
+  if c.image_group == "global" and (c.advantage != "grpo" or c.credit == "class"):
+    raise ValueError(f"config.rss.image_group='global' normalises every map of the batch "
+                     f"by GRPO: it needs config.rss.advantage='grpo' (not {c.advantage!r}) "
+                     f"and a scalar credit (map or psd, not {c.credit!r}).")
   if c.psr_weights and len(c.psr_weights) != len(c.psr_scales):
     raise ValueError(f"config.rss.psr_weights has {len(c.psr_weights)} entries for "
                      f"{len(c.psr_scales)} config.rss.psr_scales.")
@@ -70,9 +70,9 @@ def make_loss(config, *, model, info, mesh=None):
       score_fn=rss.SCORES[c.score](info.num_classes, info.ignore_index),
       factors=scale_factors(c, config.data.crop_size), weights=tuple(c.psr_weights),
       schedule=c.psr_schedule, unlock_fraction=c.psr_unlock_fraction,
-      total_steps=config.total_steps, psd=c.psd, psd_std_normalize=c.psd_std_normalize,
-      entropy_coef=c.entropy_coef, baseline=c.baseline, class_rewards=c.class_rewards,
-      explore_eps=c.explore_eps, diagnostics=c.class_diagnostics)
+      total_steps=config.total_steps, credit=c.credit, advantage=c.advantage,
+      psd_std_normalize=c.psd_std_normalize, entropy_coef=c.entropy_coef,
+      explore_eps=c.explore_eps, drop_flat=c.drop_flat, diagnostics=c.class_diagnostics)
 
 
 def train_rss(config, workdir, earlier=None):
@@ -80,45 +80,22 @@ def train_rss(config, workdir, earlier=None):
   return semantic.train(config, workdir, make_loss=make_loss)
 
 
-def cold_stage(config) -> list[stages.Stage]:
-  """Stage "cold" (PSL on `config.cold_start`'s dataset) when `cold_start.root`
-  is set, else none; `cold_init` then points later stages at its params."""
-  cs = config.cold_start
-  if not cs.root:
-    return []
-  if config.init_from:
-    raise ValueError("config.cold_start.root trains a cold start and config.init_from "
-                     "loads one: set one of them.")
-  if not cs.name:
-    raise ValueError("config.cold_start.root needs config.cold_start.name (its data.name, "
-                     "e.g. mapillary).")
-  return [stages.Stage("cold", psl.train_and_evaluate,
-                       {"trainer": "psl", "data.name": cs.name, "data.root": cs.root},
-                       steps=cs.steps or None)]
-
-
-def cold_init(plan, overrides=None):
-  """Overrides of a stage after `plan`: `init_from` = stage cold's workdir."""
-  overrides = dict(overrides or {})
-  if not plan:
-    return overrides
-  return lambda earlier: {**overrides, "init_from": str(earlier["cold"].workdir)}
-
-
 def train_and_evaluate(config, workdir, earlier=None):
   """Trains RSS; with `cold_start.root`, PSL on that dataset first (stage
-  `cold`, its params start what follows); with `rss.compare_psl`, PSL on the
+  `cold`, its params — all but the classifier, or the backbone — start what
+  follows); with `rss.compare_psl`, PSL on the
   same budget first (stage `psl`) and RSS into WORKDIR/rss, then a comparison.
   Finished stages are reused."""
   del earlier
-  cold = cold_stage(config)
+  cold = stages.cold_stage(config, psl.train_psl)
   if not config.rss.compare_psl and not cold:
     return train_rss(config, workdir)
   workdir = epath.Path(workdir)
   plan = list(cold)
   if config.rss.compare_psl:
-    plan.append(stages.Stage("psl", psl.train_and_evaluate, cold_init(cold, {"trainer": "psl"})))
-  plan.append(stages.Stage("rss", train_rss, cold_init(cold), final=True))
+    plan.append(stages.Stage("psl", psl.train_psl,
+                             stages.cold_init(config, cold, {"trainer": "psl"})))
+  plan.append(stages.Stage("rss", train_rss, stages.cold_init(config, cold), final=True))
   runs = stages.run_stages(config, workdir, plan)
   runs.pop("cold", None)
   if config.rss.compare_psl:

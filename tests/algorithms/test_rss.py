@@ -54,7 +54,8 @@ def test_policy_gradients_learn_the_labels(kind):
     for f, key in zip(factors, jax.random.split(rng, len(factors))):
       total += rss.image_level_loss(logits, labels, key, factor=f, num_samples=8,
                                     score_fn=score, num_classes=c, ignore_index=IGNORE,
-                                    psd=kind != "naive")[0]
+                                    credit="map" if kind == "naive" else "psd",
+                                    advantage="grpo" if kind == "naive" else "raw")[0]
     return total
 
   acc = _fit(loss, labels, c, steps=300 if kind == "naive" else 150)
@@ -131,7 +132,7 @@ def test_class_advantages_match_a_numpy_loop():
   y[0, 0] = IGNORE
   for baseline in ("grpo", "rloo"):
     got = np.asarray(rss.class_advantages(jnp.asarray(a), jnp.asarray(y), num_classes=4,
-                                          ignore_index=IGNORE, baseline=baseline))
+                                          ignore_index=IGNORE, advantage=baseline))
     for b in range(2):
       iou = np.stack([np.asarray(rewards.class_iou(jnp.asarray(a[b, n]), jnp.asarray(y[b]),
                                                     num_classes=4, ignore_index=IGNORE))
@@ -160,9 +161,8 @@ def test_class_rewards_learn_the_labels(kind):
 
   def loss(logits, labels, rng):
     return rss.image_level_loss(logits, labels, rng, factor=4, num_samples=8, score_fn=score,
-                                num_classes=c, ignore_index=IGNORE, psd=False,
-                                class_rewards=True,
-                                baseline="rloo" if "rloo" in kind else "grpo",
+                                num_classes=c, ignore_index=IGNORE, credit="class",
+                                advantage="rloo" if "rloo" in kind else "grpo",
                                 explore_eps=0.1 if "eps" in kind else 0.0)[0]
 
   acc = _fit(loss, labels, c, steps=150)

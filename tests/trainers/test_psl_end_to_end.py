@@ -90,3 +90,34 @@ def test_weight_average_is_what_the_run_evaluates_and_hands_on(data_dir, tiny_co
   assert any(differ)  # the same run without the average ends elsewhere
   with pytest.raises(ValueError, match=r"optim.ema_decay=1.0 must be in \[0, 1\)"):
     psl.train_and_evaluate(tiny_config(data_dir, **{"optim.ema_decay": 1.0}), str(tmp_path / "x"))
+
+
+def test_cold_start_stage_loads_the_backbone_and_is_shared_between_runs(
+    data_dir, tiny_config, tmp_path):
+  """`cold_start.root` trains PSL on another dataset first (stage `cold`, here a
+  shared `cold_start.workdir`); `load="backbone"` starts only the backbone from
+  it. A second run finds the finished stage and reuses it; a run whose stage
+  would be trained otherwise (another lr) refuses, naming the field."""
+  root = tmp_path / "other"
+  write_folder_dataset(root, lambda rng: rng.integers(0, 3, (64, 64), dtype=np.uint8), count=4,
+                       classes="0 a\n1 b\n2 c\n")
+  shared = tmp_path / "pretrain"
+  fields = {"cold_start.name": "folder", "cold_start.root": str(root),
+            "cold_start.steps": 2, "cold_start.load": "backbone", "cold_start.lr": 1e-3,
+            "cold_start.workdir": str(shared), "optim.lr": 0.0, "total_steps": 1}
+  run = psl.train_and_evaluate(tiny_config(data_dir, **fields), str(tmp_path / "a"))
+  assert run.workdir == tmp_path / "a" / "psl" and (shared / "checkpoints").exists()
+  assert not (tmp_path / "a" / "cold").exists()
+  cold = ckpt_lib.load_params(shared)
+  fresh = psl.train_and_evaluate(tiny_config(data_dir, **{"optim.lr": 0.0, "total_steps": 1}),
+                                 str(tmp_path / "fresh"))
+  for group, v in params_of(run).items():
+    want = cold[group] if group == "backbone" else fresh.params[group]
+    jax.tree.map(np.testing.assert_array_equal, v, want)
+  saved = sorted((shared / "checkpoints").iterdir())
+  again = psl.train_and_evaluate(tiny_config(data_dir, **fields), str(tmp_path / "b"))
+  assert sorted((shared / "checkpoints").iterdir()) == saved  # reused, not retrained
+  jax.tree.map(np.testing.assert_array_equal, params_of(again)["backbone"], cold["backbone"])
+  with pytest.raises(ValueError, match=r"stage cold.*optim.lr: 0.001 -> 0.01"):
+    psl.train_and_evaluate(tiny_config(data_dir, **{**fields, "cold_start.lr": 1e-2}),
+                           str(tmp_path / "c"))

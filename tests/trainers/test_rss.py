@@ -16,10 +16,11 @@ from jaxseg.trainers import rss
     ({"rss.score": "dice"}, "rss.score"),
     ({"rss.psr_weights": (1.0, 2.0)}, "psr_weights"),
     ({"rss.sync_an": False, "rss.nosync_groups": 3}, "SyncAN-off shards"),
-    ({"rss.class_rewards": True, "rss.psd": True}, "set one of them"),
+    ({"rss.credit": "pixel"}, "rss.credit"),
     ({"rss.explore_eps": 1.0}, "explore_eps"),
-    ({"rss.baseline": "loo"}, "rss.baseline"),
-    ({"rss.baseline": "rloo", "rss.image_group": "global"}, "image_group='image'"),
+    ({"rss.advantage": "loo"}, "rss.advantage"),
+    ({"rss.advantage": "rloo", "rss.image_group": "global"}, "advantage='grpo'"),
+    ({"rss.credit": "class", "rss.image_group": "global"}, "scalar credit"),
 ])
 def test_bad_rss_config_names_the_key(tiny_config, data_dir, override, match):
   c = tiny_config(data_dir, trainer="rss", **override)
@@ -36,10 +37,11 @@ def test_sharded_rss_step_matches_single_device(tiny_config, data_dir, level,
                                                 one_step_on_1_and_8_devices):
   """The whole step (sampling, SyncAN, PSD or per-class credit, ε-exploration,
   diagnostics, update) on 8 devices == on 1."""
-  recipe = {"rss.psd": False, "rss.class_rewards": True, "rss.explore_eps": 0.1,
+  recipe = {"rss.credit": "class", "rss.advantage": "grpo", "rss.explore_eps": 0.1,
             "rss.class_diagnostics": True}
   c = tiny_config(data_dir, trainer="rss", **{
-      "rss.level": level.split("_")[0], "rss.psd": True, "rss.psr_scales": (0.25, 1.0),
+      "rss.level": level.split("_")[0], "rss.credit": "psd", "rss.advantage": "raw",
+      "rss.psr_scales": (0.25, 1.0),
       **(recipe if level == "image_class" else {})})
   results = one_step_on_1_and_8_devices(c, rss.make_loss)
   for k in results[0][0]:
@@ -55,7 +57,7 @@ def test_recipe_trains_and_logs_class_diagnostics(tiny_config, data_dir, tmp_pat
   """The default image-level recipe (per-class credit, ε-exploration) runs
   through the trainer and logs the per-class diagnostics of every class."""
   c = tiny_config(data_dir, trainer="rss", **{
-      "rss.class_rewards": True, "rss.explore_eps": 0.1, "rss.baseline": "rloo",
+      "rss.credit": "class", "rss.explore_eps": 0.1, "rss.advantage": "rloo",
       "rss.psr_scales": (0.25,), "rss.class_diagnostics": True})
   run = rss.train_and_evaluate(c, str(tmp_path))
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -71,7 +73,7 @@ def test_recipe_trains_and_logs_class_diagnostics(tiny_config, data_dir, tmp_pat
 def test_rss_trainer_logs_reward_statistics_and_compares_with_psl(
     tiny_config, data_dir, tmp_path):
   c = tiny_config(data_dir, trainer="rss", **{
-      "rss.psd": True, "rss.psr_scales": (0.25, 1.0), "rss.compare_psl": True})
+      "rss.credit": "psd", "rss.psr_scales": (0.25, 1.0), "rss.compare_psl": True})
   run = rss.train_and_evaluate(c, str(tmp_path))
   records = [json.loads(l) for l in (tmp_path / "rss" / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in records if "train/loss" in r][-1]
