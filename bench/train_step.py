@@ -111,9 +111,10 @@ METHODS = ("psl", "rss_pixel", "rss_image", "rss_recipe", "ciss_t2")
 
 def build_update(loss_fn, params, tx, schedule, *, batch: int, height: int, width: int,
                  num_classes: int):
-  """(the trainer's jitted, donated update of `loss_fn`, its state, a fixed random batch)."""
-  update = jax.jit(step_lib.make_update(algorithms.as_grads_fn(loss_fn), tx, schedule),
-                   donate_argnums=0)
+  """(the trainer's jitted, donated update of `loss_fn` — or of a `step.Epochs`
+  — its state, a fixed random batch)."""
+  grads = loss_fn if isinstance(loss_fn, step_lib.Epochs) else algorithms.as_grads_fn(loss_fn)
+  update = jax.jit(step_lib.make_update(grads, tx, schedule), donate_argnums=0)
   state = step_lib.init_state(params, tx=tx, rng=jax.random.key(1))
   rng = np.random.default_rng(0)
   data = {"image": jnp.asarray(rng.integers(0, 255, (batch, height, width, 3), dtype=np.uint8)),

@@ -121,6 +121,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.rss.advantage = "grpo"
   c.rss.psd_std_normalize = False  # divide PSD advantages by the RMS of the non-zero ones
   c.rss.drop_flat = False  # images whose N rewards are equal leave the loss's normaliser
+  # Image level: each map redraws a position with this probability, else takes a draw
+  # shared by the N maps (common random numbers; 1 = independent maps, the paper's).
+  c.rss.resample = 1.0
+  # The policy loss (algorithms/policy.py): reinforce | clip (PPO's clipped ratio, ε =
+  # clip_eps), and how many updates each draw feeds (epochs > 1: image level).
+  c.rss.policy_loss = "reinforce"
+  c.rss.clip_eps = 0.2
+  c.rss.epochs = 1
   c.rss.entropy_coef = 0.0  # entropy bonus
   c.rss.explore_eps = 0.0  # sample from (1 - eps) * pi + eps * uniform
   c.rss.class_diagnostics = False  # log train/cls/{pred,label,entropy,sampled}/<c>

@@ -70,16 +70,26 @@ def scale_by_path(patterns: Sequence[tuple[str, float]]) -> optax.GradientTransf
 
 def make_optimizer(
     c: ml_collections.ConfigDict, params, *, total_steps: int,
-    classifier_pattern: str = r".*classifier.*"):
+    classifier_pattern: str = r".*classifier.*", updates_per_step: int = 1):
   """clip → AdamW (decoupled weight decay) or SGD with momentum (L2 weight
   decay), on the schedule, decaying ≥2-D kernels only → lr factors.
 
   A factor f on a parameter multiplies its whole update, i.e. it trains with
   learning rate `f·lr(s)` (the RSS last-layer factor is one such pattern).
   Parameters with factor 0 are frozen: they get no optimizer state and are
-  left out of gradient clipping (CiSS-Net's trunk). Returns (optimizer, schedule).
+  left out of gradient clipping (CiSS-Net's trunk). With `updates_per_step` k > 1
+  (several updates per train step, `trainers.step.Epochs`) the schedule runs
+  over k·total_steps updates (warm-up k·warmup_steps); the returned schedule
+  is that of train steps. Returns (optimizer, schedule).
   """
-  schedule = learning_rate_schedule(c, total_steps)
+  k = updates_per_step
+  if k > 1:
+    stretched = c.copy_and_resolve_references()
+    stretched.warmup_steps = c.warmup_steps * k
+    per_update = learning_rate_schedule(stretched, total_steps * k)
+    schedule = lambda step: per_update(step * k)  # noqa: E731
+  else:
+    per_update = schedule = learning_rate_schedule(c, total_steps)
   patterns = [(classifier_pattern, c.last_layer_lr_factor)] + [
       (p, f) for p, f in c.lr_multipliers]
   chain = []
@@ -87,11 +97,11 @@ def make_optimizer(
     chain.append(optax.clip_by_global_norm(c.grad_clip_norm))
   decay_mask = lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
   if c.name == "adamw":
-    chain.append(optax.adamw(schedule, b1=c.b1, b2=c.b2, weight_decay=c.weight_decay,
+    chain.append(optax.adamw(per_update, b1=c.b1, b2=c.b2, weight_decay=c.weight_decay,
                              mask=decay_mask))
   elif c.name == "sgd":  # coupled L2 weight decay, as the PSPNet/CiSS-Net recipes
     chain += [optax.add_decayed_weights(c.weight_decay, mask=decay_mask),
-              optax.sgd(schedule, momentum=c.momentum or None)]
+              optax.sgd(per_update, momentum=c.momentum or None)]
   else:
     raise ValueError(f"config.optim.name={c.name!r} is unknown; choose adamw or sgd.")
   factors = lr_multiplier_tree(params, patterns)

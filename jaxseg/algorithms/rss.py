@@ -14,8 +14,10 @@ sharded train step:
   recipe, per class (`credit="class"`: each position credited with the IoU
   term of the class it chose, C numbers per map); one loss term per scale.
 
-Policy-gradient loss at each scale: `-Σ stop_gradient(A)·log π(a) / (N·#valid)`
-over valid positions, minus `entropy_coef` × the mean policy entropy.
+Policy-gradient loss at each scale (`policy.surrogate`): REINFORCE
+`-Σ stop_gradient(A)·log q(a) / (N·#valid)` over valid positions, or PPO's
+clipped ratio when a draw is reused for several updates (`make_rollout` +
+`trainers.step.Epochs`), minus `entropy_coef` × the mean policy entropy.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg import rewards
+from jaxseg.algorithms import policy
+from jaxseg.algorithms.policy import explore_logits  # noqa: F401  (rss.explore_logits)
 
 LEVELS = ("pixel", "image")
 PIXEL_GROUPS = ("global", "per_pixel")
@@ -60,24 +64,13 @@ def sharded_normalize(r, where=None, *, groups: int):
   return adv.reshape(r.shape)
 
 
-def explore_logits(logits, eps: float):
-  """Log of the ε-uniform mixture `q = (1 − ε)·softmax(z) + ε/C`, as logits.
-
-  Sampling from q keeps every class drawn with probability ≥ ε/C however
-  sharp π becomes; the loss differentiates `log q(a)` (q is the policy that
-  acted, so the gradient stays on-policy), and argmax q = argmax π at eval.
-  """
-  if not eps:
-    return logits
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return jnp.logaddexp(logp + jnp.log1p(-eps), jnp.log(eps / logits.shape[-1]))
-
-
-def _sample(rng, logits, num_samples, eps=0.0):
-  """N actions per position from `explore_logits(z, eps)` and their log-probs,
-  both (B, N, ...)."""
+def _sample(rng, logits, num_samples, eps=0.0, resample=1.0):
+  """N actions per position from `explore_logits(z, eps)` (coupled by common
+  random numbers when `resample` < 1: `rewards.sample_actions`) and their
+  log-probs, both (B, N, ...)."""
   logits = explore_logits(logits, eps)
-  a = rewards.sample_actions(rng, jax.lax.stop_gradient(logits), num_samples)
+  a = rewards.sample_actions(rng, jax.lax.stop_gradient(logits), num_samples,
+                             resample=resample)
   logp = rewards.action_log_probs(logits, a)
   return jnp.moveaxis(a, 0, 1), jnp.moveaxis(logp, 0, 1)
 
@@ -103,20 +96,6 @@ def class_advantages(actions, labels, *, num_classes, ignore_index, advantage="g
   return flat.reshape(actions.shape)
 
 
-def _masked_std(x, mask):
-  """Standard deviation of `x` over the entries where `mask` holds."""
-  n = jnp.maximum(jnp.sum(mask), 1)
-  mean = jnp.sum(jnp.where(mask, x, 0)) / n
-  return jnp.sqrt(jnp.sum(jnp.where(mask, (x - mean) ** 2, 0)) / n)
-
-
-def _policy_loss(adv, logp, valid, num_samples):
-  """`-Σ stop_gradient(A)·log π(a) / (N·#valid)`; adv/logp (B, N, ...), valid (B, ...)."""
-  valid = valid[:, None].astype(jnp.float32)
-  count = jnp.maximum(jnp.sum(valid), 1.0)
-  return -jnp.sum(jax.lax.stop_gradient(adv) * logp * valid) / (num_samples * count)
-
-
 def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="global",
                      groups=1, explore_eps=0.0):
   """Pixel-level RSS (SPEC §1.1). logits (B, H, W, C), labels (B, H, W).
@@ -132,9 +111,9 @@ def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="g
     adv = rewards.normalize_advantages(r, where=valid, axis=1)
   else:
     adv = sharded_normalize(r, valid, groups=groups)
-  loss = _policy_loss(adv, logp, valid[:, 0], num_samples)
+  loss, _ = policy.surrogate(logp, adv, valid[:, 0])
   metrics = {"train/reward": jnp.sum(r) / jnp.maximum(jnp.sum(valid), 1),
-             "train/adv_std": _masked_std(adv, valid)}
+             "train/adv_std": policy.masked_std(adv, valid)}
   return loss, metrics
 
 
@@ -155,16 +134,19 @@ def psd_advantages(actions, r, valid, *, std_normalize=False):
   return adv, nonzero
 
 
-def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_classes,
-                     ignore_index, credit="map", advantage="grpo", psd_std_normalize=False,
-                     group="image", groups=1, explore_eps=0.0, drop_flat=False):
-  """Image-level RSS at one PSR scale `s = 1/factor` (SPEC §1.2).
+def image_level_rollout(logits, labels, rng, *, factor, num_samples, score_fn, num_classes,
+                        ignore_index, credit="map", advantage="grpo", psd_std_normalize=False,
+                        group="image", groups=1, explore_eps=0.0, drop_flat=False,
+                        resample=1.0):
+  """The draw of image-level RSS at one PSR scale `s = 1/factor` (SPEC §1.2).
 
   `z_s = avgpool_f(z)`, `y_s = blockmode_f(y)`, `a_n ~ q(z_s)` for n < N
-  (`explore_logits`: π itself when `explore_eps` = 0), `R_n = score(a_n, y_s)`:
-  one scalar per sampled map. `Â = group_advantages(R, advantage)` over the N
-  maps of an image (raw, grpo, drgrpo, rloo, rank; `group="global"`: GRPO
-  over every map of the (shard's) batch instead). Credit per position:
+  (`explore_logits`: π itself when `explore_eps` = 0; with `resample` < 1
+  the N maps share common random numbers and differ at fewer positions, each
+  still a draw of q), `R_n = score(a_n, y_s)`: one scalar per sampled map.
+  `Â = group_advantages(R, advantage)` over the N maps of an image (raw, grpo,
+  drgrpo, rloo, rank; `group="global"`: GRPO over every map of the (shard's)
+  batch instead). Credit per position:
     map:   `A_n(p) = Â_n`, broadcast over (h, w) (the paper's naive / PSR rows);
     psd:   `A_i(p) = Σ_j (Â_i − Â_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)` (`psd_advantages`;
            the paper's PSD is `advantage="raw"`, Â = R), optionally divided by
@@ -173,13 +155,15 @@ def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_
            (jaxseg's recipe).
   With `drop_flat`, images whose N rewards are all equal (no signal: every
   centred advantage is 0) leave the loss's normaliser too (DAPO's dynamic
-  sampling, without re-drawing).
-  Loss `-Σ_{n,p valid} A_n(p)·log q(a_n(p)) / (N·#valid)`. Returns (loss, metrics).
+  sampling, without re-drawing). Nothing here carries a gradient.
+  Returns ({"actions" (B, N, h, w), "adv" (B, N, h, w), "valid" (B, h, w),
+  "logp": log q(a) (B, N, h, w)}, metrics).
   """
+  logits = jax.lax.stop_gradient(logits)
   z = rewards.downsample_logits(logits, factor)
   y = rewards.downsample_labels(labels, factor, num_classes=num_classes,
                                 ignore_index=ignore_index)
-  a, logp = _sample(rng, z, num_samples, explore_eps)  # (B, N, h, w)
+  a, logp = _sample(rng, z, num_samples, explore_eps, resample)  # (B, N, h, w)
   r = rewards.sample_scores(score_fn, a, y)  # (B, N)
   valid = y != ignore_index  # (B, h, w)
   metrics = {}
@@ -200,9 +184,30 @@ def image_level_loss(logits, labels, rng, *, factor, num_samples, score_fn, num_
   metrics["flat_groups"] = jnp.mean(flat.astype(jnp.float32))
   if drop_flat:
     valid = valid & ~flat[:, None, None]
-  loss = _policy_loss(adv, logp, valid, num_samples)
   metrics["reward"] = jnp.mean(r)
-  metrics["adv_std"] = _masked_std(adv, jnp.broadcast_to(valid[:, None], adv.shape))
+  metrics["adv_std"] = policy.masked_std(adv, jnp.broadcast_to(valid[:, None], adv.shape))
+  return {"actions": a, "adv": adv, "valid": valid, "logp": logp}, metrics
+
+
+def image_level_logp(logits, actions, *, factor, explore_eps=0.0):
+  """`log q(a)` of drawn maps (B, N, h, w) under the policy of `logits` (B, H, W, C)."""
+  z = explore_logits(rewards.downsample_logits(logits, factor), explore_eps)
+  return jnp.moveaxis(rewards.action_log_probs(z, jnp.moveaxis(actions, 1, 0)), 0, 1)
+
+
+def image_level_loss(logits, labels, rng, *, factor, explore_eps=0.0, policy_loss="reinforce",
+                     clip_eps=0.2, rollout=None, **kwargs):
+  """Image-level RSS at one PSR scale: `image_level_rollout` (or a given
+  `rollout` of an earlier policy), then `policy.surrogate` of its actions'
+  log-probabilities under `logits`. Returns (loss, metrics)."""
+  metrics = {}
+  if rollout is None:
+    rollout, metrics = image_level_rollout(logits, labels, rng, factor=factor,
+                                           explore_eps=explore_eps, **kwargs)
+  logp = image_level_logp(logits, rollout["actions"], factor=factor, explore_eps=explore_eps)
+  loss, metrics["clip_frac"] = policy.surrogate(
+      logp, rollout["adv"], rollout["valid"], old_logp=rollout["logp"], kind=policy_loss,
+      clip_eps=clip_eps)
   return loss, metrics
 
 
@@ -250,48 +255,87 @@ def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups
               pixel_group="global", image_group="image", score_fn=None, factors=(1,),
               weights=(), schedule="all", unlock_fraction=0.5, total_steps=1, credit="map",
               advantage="grpo", psd_std_normalize=False, entropy_coef=0.0, explore_eps=0.0,
-              drop_flat=False, diagnostics=False):
+              drop_flat=False, resample=1.0, policy_loss="reinforce", clip_eps=0.2,
+              diagnostics=False):
   """The RSS loss `(params, batch, rng, step) -> (loss, metrics)`.
 
   `level="pixel"`: `pixel_level_loss`; `"image"`: Σ_s w_s(step) ·
-  `image_level_loss` over the PSR pooling `factors` (`scale_weights`).
-  `groups` > 1 normalises each of that many batch shards alone (SyncAN off).
+  `image_level_loss` over the PSR pooling `factors` (`scale_weights`), each
+  scale with its own draw — made here, or taken from `batch["rollout"]` (one
+  entry per scale, from `make_rollout`'s function under the params of an
+  earlier update: PPO-style epochs, `trainers.step.Epochs`). `groups` > 1
+  normalises each of that many batch shards alone (SyncAN off).
   `diagnostics` adds `class_diagnostics` (image level: of the first scale's
-  sampled maps) to the metrics.
+  sampled maps).
   """
+  kwargs = dict(num_samples=num_samples, score_fn=score_fn, num_classes=num_classes,
+                ignore_index=ignore_index, credit=credit, advantage=advantage,
+                psd_std_normalize=psd_std_normalize, group=image_group, groups=groups,
+                drop_flat=drop_flat, resample=resample)
+
   def loss_fn(params, batch, rng, step):
-    rng_model, rng_sample = jax.random.split(rng)
     labels = batch["label"]
-    logits = apply_fn(params, batch["image"], train=True, rng=rng_model)
+    logits, keys = _forward(apply_fn, params, batch, rng, len(factors))
     valid = labels != ignore_index
     ent = jnp.sum(jnp.where(valid, rewards.entropy(logits), 0)) / jnp.maximum(jnp.sum(valid), 1)
     metrics = {"train/entropy": ent}
     if level == "pixel":
-      loss, m = pixel_level_loss(logits, labels, rng_sample, num_samples=num_samples,
+      loss, m = pixel_level_loss(logits, labels, keys[0], num_samples=num_samples,
                                  ignore_index=ignore_index, group=pixel_group, groups=groups,
                                  explore_eps=explore_eps)
       metrics.update(m)
-      keys = [rng_sample]
     else:
       w = scale_weights(factors, step, weights=weights, schedule=schedule,
                         unlock_fraction=unlock_fraction, total_steps=total_steps)
       loss = 0.0
-      keys = jax.random.split(rng_sample, len(factors))
       for k, (f, key) in enumerate(zip(factors, keys)):
+        given = batch["rollout"][f"s{f}"] if "rollout" in batch else None
         loss_k, m = image_level_loss(
-            logits, labels, key, factor=f, num_samples=num_samples, score_fn=score_fn,
-            num_classes=num_classes, ignore_index=ignore_index, credit=credit,
-            advantage=advantage, psd_std_normalize=psd_std_normalize, group=image_group,
-            groups=groups, explore_eps=explore_eps, drop_flat=drop_flat)
+            logits, labels, key, factor=f, explore_eps=explore_eps, policy_loss=policy_loss,
+            clip_eps=clip_eps, rollout=given, **kwargs)
         loss = loss + w[k] * loss_k
         metrics.update({f"train/{name}_s{f}": v for name, v in m.items()})
         metrics[f"train/pg_loss_s{f}"] = loss_k
     if diagnostics:
       # The same draw as the (first) loss term's: XLA computes it once.
-      z = logits if level == "pixel" else rewards.downsample_logits(logits, factors[0])
-      a, _ = _sample(keys[0], z, num_samples, explore_eps)
+      if level == "pixel":
+        a, _ = _sample(keys[0], logits, num_samples, explore_eps)
+      elif "rollout" in batch:
+        a = batch["rollout"][f"s{factors[0]}"]["actions"]
+      else:
+        a, _ = _sample(keys[0], rewards.downsample_logits(logits, factors[0]), num_samples,
+                       explore_eps, resample)
       metrics.update(class_diagnostics(logits, labels, a, num_classes=num_classes,
                                        ignore_index=ignore_index))
     return loss - entropy_coef * ent, metrics
 
   return loss_fn
+
+
+def _forward(apply_fn, params, batch, rng, num_keys):
+  rng_model, rng_sample = jax.random.split(rng)
+  logits = apply_fn(params, batch["image"], train=True, rng=rng_model)
+  return logits, jax.random.split(rng_sample, num_keys)
+
+
+def make_rollout(apply_fn, *, factors=(1,), explore_eps=0.0, **kwargs):
+  """The image-level draw `(params, batch, rng, step) -> {"s<f>": rollout}` of
+  `make_loss` with the same arguments (`image_level_rollout` per PSR scale,
+  with the same keys as the loss would draw): hand it to the loss as
+  `batch["rollout"]` to update several times on one draw."""
+  kwargs = {("group" if k == "image_group" else k): v for k, v in kwargs.items()
+            if k in _ROLLOUT_ARGS}
+
+  def rollout_fn(params, batch, rng, step):
+    del step
+    logits, keys = _forward(apply_fn, params, batch, rng, len(factors))
+    return {f"s{f}": image_level_rollout(logits, batch["label"], key, factor=f,
+                                         explore_eps=explore_eps, **kwargs)[0]
+            for f, key in zip(factors, keys)}
+
+  return rollout_fn
+
+
+_ROLLOUT_ARGS = ("num_samples", "score_fn", "num_classes", "ignore_index", "credit",
+                 "advantage", "psd_std_normalize", "image_group", "groups", "drop_flat",
+                 "resample")

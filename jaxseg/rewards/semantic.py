@@ -21,22 +21,38 @@ ScoreFn = Callable[[Array, Array], Array]  # (actions (H, W), labels (H, W)) -> 
 # --- Sampling -------------------------------------------------------------------
 
 
-def sample_actions(rng: Array, logits: Array, num_samples: int) -> Array:
+def sample_actions(rng: Array, logits: Array, num_samples: int, *,
+                   resample: float = 1.0) -> Array:
   """Draws `num_samples` actions per position from `Categorical(softmax(z))`.
 
   Inverse-CDF sampling: with `u ~ U[0, 1)` and `F_c = Σ_{k≤c} softmax(z)_k`,
   `a = #{c : F_c ≤ u}` (clipped to C−1 against rounding). One uniform per draw
   instead of `jax.random.categorical`'s Gumbel draw per class.
 
+  `resample` < 1 couples the N draws by common random numbers: at each
+  position a draw uses its own uniform with probability `resample`, else one
+  uniform shared by all N. Every draw is still exactly Categorical(softmax(z))
+  (its uniform is U[0, 1) either way), but two draws differ only where one of
+  them redrew: with `resample` = ρ, at about `(2ρ − ρ²)·(1 − Σ_c π_c²)` of the
+  positions instead of `1 − Σ_c π_c²`.
+
   Args:
     rng: PRNG key.
     logits: (..., C).
     num_samples: N.
+    resample: ρ in (0, 1]; 1 = independent draws.
   Returns:
     (N, ...) int32 actions.
   """
   cdf = jnp.cumsum(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
-  u = jax.random.uniform(rng, (num_samples, *logits.shape[:-1], 1), jnp.float32)
+  shape = (num_samples, *logits.shape[:-1], 1)
+  if resample >= 1.0:
+    u = jax.random.uniform(rng, shape, jnp.float32)
+  else:
+    k_own, k_shared, k_mask = jax.random.split(rng, 3)
+    shared = jax.random.uniform(k_shared, (1, *shape[1:]), jnp.float32)
+    own = jax.random.uniform(k_own, shape, jnp.float32)
+    u = jnp.where(jax.random.bernoulli(k_mask, resample, shape), own, shared)
   a = jnp.sum((cdf[None] <= u).astype(jnp.int32), axis=-1)
   return jnp.minimum(a, logits.shape[-1] - 1)
 

@@ -12,10 +12,12 @@ from jaxseg import config as config_lib
 from jaxseg import parallel
 from jaxseg import plots
 from jaxseg import rewards
+from jaxseg.algorithms import policy
 from jaxseg.algorithms import rss
 from jaxseg.trainers import psl
 from jaxseg.trainers import semantic
 from jaxseg.trainers import stages
+from jaxseg.trainers import step as step_lib
 from jaxseg.trainers import writer as writer_lib
 
 
@@ -43,6 +45,14 @@ def validate(config, num_shards: int) -> None:
     config_lib.check_choice(f"rss.{key}", c[key], choices)
   if c.num_samples < 2:
     raise ValueError(f"config.rss.num_samples={c.num_samples}: advantages need N >= 2.")
+  config_lib.check_choice("rss.policy_loss", c.policy_loss, policy.POLICY_LOSSES)
+  if c.epochs < 1 or (c.epochs > 1 and c.level != "image"):
+    raise ValueError(f"config.rss.epochs={c.epochs}: several updates per draw (>= 1) are "
+                     "built for the image level.")
+  if not 0.0 < c.clip_eps < 1.0:
+    raise ValueError(f"config.rss.clip_eps={c.clip_eps} must lie in (0, 1).")
+  if not 0.0 < c.resample <= 1.0:
+    raise ValueError(f"config.rss.resample={c.resample} must lie in (0, 1].")
   if not 0.0 <= c.explore_eps < 1.0:
     raise ValueError(f"config.rss.explore_eps={c.explore_eps} must lie in [0, 1).")
   if c.image_group == "global" and (c.advantage != "grpo" or c.credit == "class"):
@@ -58,13 +68,15 @@ def validate(config, num_shards: int) -> None:
 
 
 def make_loss(config, *, model, info, mesh=None):
-  """The RSS loss `(params, batch, rng, step) -> (loss, metrics)` of `config.rss`."""
+  """The RSS loss `(params, batch, rng, step) -> (loss, metrics)` of `config.rss`,
+  or with `rss.epochs` > 1 a `step.Epochs` (the draw, then that many updates)."""
   c = config.rss
   num_devices = 1 if mesh is None else mesh.shape[parallel.DATA_AXIS]
   groups = 1 if c.sync_an else (c.nosync_groups or num_devices)
   validate(config, groups)
-  return rss.make_loss(
-      algorithms.make_apply_fn(model), level=c.level, num_samples=c.num_samples,
+  apply_fn = algorithms.make_apply_fn(model)
+  kwargs = dict(
+      level=c.level, num_samples=c.num_samples,
       num_classes=info.num_classes, ignore_index=info.ignore_index, groups=groups,
       pixel_group=c.pixel_group, image_group=c.image_group,
       score_fn=rss.SCORES[c.score](info.num_classes, info.ignore_index),
@@ -72,7 +84,13 @@ def make_loss(config, *, model, info, mesh=None):
       schedule=c.psr_schedule, unlock_fraction=c.psr_unlock_fraction,
       total_steps=config.total_steps, credit=c.credit, advantage=c.advantage,
       psd_std_normalize=c.psd_std_normalize, entropy_coef=c.entropy_coef,
-      explore_eps=c.explore_eps, drop_flat=c.drop_flat, diagnostics=c.class_diagnostics)
+      explore_eps=c.explore_eps, drop_flat=c.drop_flat, resample=c.resample,
+      policy_loss=c.policy_loss, clip_eps=c.clip_eps)
+  loss_fn = rss.make_loss(apply_fn, diagnostics=c.class_diagnostics, **kwargs)
+  if c.epochs == 1:
+    return loss_fn
+  return step_lib.Epochs(rss.make_rollout(apply_fn, **kwargs), algorithms.as_grads_fn(loss_fn),
+                         c.epochs)
 
 
 def train_rss(config, workdir, earlier=None):

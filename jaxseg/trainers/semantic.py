@@ -9,6 +9,8 @@ several heads, e.g. CiSS-Net's steps t = 0, 2, ...) with a panel
 (`make_panel`, default image | label | prediction). A method supplies
 
     make_loss(config, *, model, info, mesh) -> loss_fn(params, batch, rng, step)
+
+(or a `step.Epochs` of a draw and its grads: several updates per draw).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from jaxseg.evaluation import semantic
 from jaxseg.models import weights
 from jaxseg.trainers import cluster
 from jaxseg.trainers import loop
+from jaxseg.trainers import step as step_lib
 
 CLASS_WEIGHTINGS = {"none": None, "median_frequency": 1.0, "sqrt_median_frequency": 0.5}
 
@@ -245,10 +248,14 @@ def train(config: ml_collections.ConfigDict, workdir, *, make_loss: Callable,
                    out_shardings=parallel.replicated(run.mesh))(rng)
   logging.info("model: %s/%s, %.2fM parameters", config.model.name,
                config.model.backbone, models_lib.param_count(params) / 1e6)
+  loss_fn = make_loss(config, model=model, info=info, mesh=run.mesh)
+  # A method's loss, or `step.Epochs` (several updates on one draw, its grads ready).
+  grads_fn = (loss_fn if isinstance(loss_fn, step_lib.Epochs)
+              else algorithms.as_grads_fn(loss_fn))
   tx, schedule = optim_lib.make_optimizer(
       config.optim, params, total_steps=config.total_steps,
-      classifier_pattern=models_lib.CLASSIFIER_PATTERN)
-  loss_fn = make_loss(config, model=model, info=info, mesh=run.mesh)
+      classifier_pattern=models_lib.CLASSIFIER_PATTERN,
+      updates_per_step=getattr(grads_fn, "epochs", 1))
   if make_predict:
     predict_fn, heads, main_head = make_predict(model, config)
   else:
@@ -268,7 +275,7 @@ def train(config: ml_collections.ConfigDict, workdir, *, make_loss: Callable,
     return metrics, panel
 
   return run.train(loop.Task(
-      params=params, tx=tx, grads=lambda _: algorithms.as_grads_fn(loss_fn), evaluate=run_eval,
+      params=params, tx=tx, grads=lambda _: grads_fn, evaluate=run_eval,
       rng=jax.random.fold_in(rng, 1), schedule=schedule,
       init_params=lambda p: (init_params or cold_start)(p, config),
       log_keys=("miou", "pixel_acc"), title=f"{config.trainer} on {info.name}"))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxseg import rewards
-from jaxseg.algorithms import rss
+from jaxseg.algorithms import policy, rss
 
 IGNORE = 255
 C = 3
@@ -81,8 +81,10 @@ def ref_group(r, estimator):
 
 def ref_image_loss(z, labels, actions, *, factor, credit="map", advantage="grpo",
                    psd_std_normalize=False, group="image", groups=1, eps=0.0,
-                   drop_flat=False):
-  """The loss of SPEC §1.2 at one PSR scale from the drawn `actions` (B, N, h, w)."""
+                   drop_flat=False, resample=1.0):
+  """The loss of SPEC §1.2 at one PSR scale from the drawn `actions` (B, N, h, w)
+  (`resample` changes only how they were drawn)."""
+  del resample
   zs = ref_block_mean(z, factor)
   y = ref_block_mode(labels, factor)
   b, n = actions.shape[:2]
@@ -190,6 +192,7 @@ OPTIONS = [
     dict(credit="map", advantage="drgrpo", drop_flat=True, eps=0.2),
     dict(credit="class", advantage="grpo", eps=0.1),
     dict(credit="class", advantage="rloo"),
+    dict(credit="psd", advantage="rank", resample=0.3, eps=0.1),
 ]
 
 
@@ -280,3 +283,61 @@ def test_group_advantages_match_the_reference():
       np.testing.assert_array_equal(got[0], 0.0)
   with pytest.raises(ValueError, match="unknown"):
     rewards.group_advantages(jnp.asarray(r), estimator="ppo")
+
+
+def ref_clip_loss(logp, old, adv, valid, eps):
+  total, count = 0.0, 0
+  for idx in np.ndindex(logp.shape):
+    if valid[idx[0], *idx[2:]]:
+      ratio = np.exp(logp[idx] - old[idx])
+      total += min(ratio * adv[idx], np.clip(ratio, 1 - eps, 1 + eps) * adv[idx])
+      count += 1
+  return -total / count
+
+
+def test_clipped_surrogate_matches_the_reference():
+  """PPO's clipped ratio: value against loops, gradient against finite
+  differences; zero gradient where the ratio is clipped on the side its
+  advantage pushes; REINFORCE's gradient at ratio 1."""
+  rng = np.random.default_rng(0)
+  logp = np.log(rng.uniform(0.05, 1.0, (2, 3, 4)))
+  old = logp + rng.normal(0, 0.3, logp.shape)
+  adv = rng.normal(size=logp.shape)
+  valid = rng.random((2, 4)) < 0.8
+  loss, frac = policy.surrogate(jnp.asarray(logp), jnp.asarray(adv), jnp.asarray(valid),
+                                old_logp=jnp.asarray(old), kind="clip", clip_eps=0.2)
+  np.testing.assert_allclose(float(loss), ref_clip_loss(logp, old, adv, valid, 0.2), rtol=1e-5)
+  ratio = np.exp(logp - old)
+  mask = np.broadcast_to(valid[:, None], logp.shape)
+  np.testing.assert_allclose(float(frac), np.mean(np.abs(ratio - 1)[mask] > 0.2), rtol=1e-6)
+  grad = jax.grad(lambda x: policy.surrogate(x, jnp.asarray(adv), jnp.asarray(valid),
+                                             old_logp=jnp.asarray(old), kind="clip")[0])(
+      jnp.asarray(logp))
+  want = finite_difference(lambda x: ref_clip_loss(x, old, adv, valid, 0.2), logp, h=1e-5)
+  np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-3, atol=1e-6)
+  on = jax.grad(lambda x: policy.surrogate(x, jnp.asarray(adv), jnp.asarray(valid),
+                                           kind="clip")[0])(jnp.asarray(logp))
+  plain = jax.grad(lambda x: policy.surrogate(x, jnp.asarray(adv), jnp.asarray(valid))[0])(
+      jnp.asarray(logp))
+  np.testing.assert_allclose(np.asarray(on), np.asarray(plain), rtol=1e-6)
+
+
+def test_a_stored_draw_gives_the_on_policy_loss_and_gradient():
+  """`make_rollout`'s draw handed to `make_loss` as batch["rollout"] (the
+  first epoch) equals the loss drawing itself, for REINFORCE and clip."""
+  z, labels = _inputs(seed=4)
+  score = functools.partial(rewards.image_miou, num_classes=C, ignore_index=IGNORE)
+  batch = {"image": jnp.zeros((*labels.shape, 3), jnp.uint8), "label": jnp.asarray(labels)}
+  apply = lambda p, x, **_: p  # noqa: E731
+  for kind in ("reinforce", "clip"):
+    kw = dict(level="image", num_samples=4, num_classes=C, ignore_index=IGNORE,
+              score_fn=score, factors=(2, 1), credit="psd", advantage="rank",
+              explore_eps=0.1, policy_loss=kind)
+    loss_fn = rss.make_loss(apply, **kw)
+    drawn = rss.make_rollout(apply, **kw)(jnp.asarray(z, jnp.float32), batch,
+                                          jax.random.key(3), 0)
+    f = lambda x, b: loss_fn(x, b, jax.random.key(3), jnp.int32(0))[0]  # noqa: E731
+    x = jnp.asarray(z, jnp.float32)
+    np.testing.assert_allclose(f(x, {**batch, "rollout": drawn}), f(x, batch), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(f)(x, {**batch, "rollout": drawn}),
+                               jax.grad(f)(x, batch), rtol=1e-5, atol=1e-8)

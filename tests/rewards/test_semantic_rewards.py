@@ -206,6 +206,22 @@ def test_sample_actions_follows_softmax():
   assert np.all(np.abs(freq - p) <= tol), (freq, p)
 
 
+def test_coupled_samples_keep_the_softmax_and_differ_less():
+  """With common random numbers (`resample` = ρ) every draw still follows
+  softmax(z) at every position, and two draws disagree at a fraction
+  (2ρ − ρ²)(1 − Σπ²) of the positions, counted here over many positions."""
+  logits = jnp.tile(jnp.array([[0.0, 1.0, 2.0, -1.0]]), (20_000, 1))
+  p = np.asarray(jax.nn.softmax(logits[0]))
+  for rho in (1.0, 0.25):
+    a = np.asarray(rewards.sample_actions(jax.random.key(3), logits, 6, resample=rho))
+    for draw in (0, 5):
+      freq = np.bincount(a[draw], minlength=4) / a.shape[1]
+      assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / a.shape[1])), (rho, freq)
+    want = (2 * rho - rho ** 2) * (1 - np.sum(p ** 2))
+    got = np.mean(a[1] != a[2])
+    assert abs(got - want) < 5 * np.sqrt(want * (1 - want) / a.shape[1]), (rho, got, want)
+
+
 def test_action_log_probs_and_entropy():
   rng = np.random.default_rng(0)
   z = rng.normal(size=(3, 4, 5)).astype(np.float32)

@@ -86,3 +86,17 @@ def test_rss_trainer_logs_reward_statistics_and_compares_with_psl(
   assert "| psl |" in table and "| rss |" in table
   assert (tmp_path / "comparison.png").exists()
   assert (tmp_path / "psl" / "metrics.jsonl").exists()
+
+
+def test_clipped_epochs_train_through_the_trainer(tiny_config, data_dir, tmp_path):
+  """`rss.epochs=2` with the clipped ratio: each step draws once and updates
+  twice (tests/trainers/test_step.py), logging both epochs' clip fractions."""
+  c = tiny_config(data_dir, trainer="rss", **{
+      "rss.credit": "psd", "rss.advantage": "rank", "rss.psr_scales": (0.25,),
+      "rss.policy_loss": "clip", "rss.epochs": 2, "rss.explore_eps": 0.1})
+  run = rss.train_and_evaluate(c, str(tmp_path))
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in records if "train/loss" in r][-1]
+  assert train["train/clip_frac_s4"] == 0.0  # the first epoch is on-policy: ratio 1
+  assert 0.0 <= train["train/clip_frac_s4_last"] <= 1.0
+  assert run.step == c.total_steps and 0 <= run.metrics["val/miou"] <= 1

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from jaxseg import algorithms
+from jaxseg import config as config_lib
 from jaxseg import optim
 from jaxseg.trainers import step as step_lib
 
@@ -114,3 +115,58 @@ def test_weight_average_against_a_numpy_loop():
   new, _, finite = nan(state, BATCH)
   assert not bool(finite)
   jax.tree.map(np.testing.assert_array_equal, new, state)
+
+
+def test_epochs_draw_once_then_update_k_times():
+  """`Epochs`: the rollout sees the step's starting params and RNG once; the
+  grads run K times on the batch plus that draw, each under the params the
+  previous SGD update left; the optimizer takes K updates."""
+  tx = optax.sgd(0.1)
+  seen = []
+
+  def rollout(params, batch, rng, step):
+    return {"target": params["b"]["w"] + jax.random.uniform(rng)}
+
+  def grads_fn(params, batch, rng, step):
+    def loss(p):
+      return jnp.sum((p["a"]["w"] * batch["x"] - batch["rollout"]["target"]) ** 2), {
+          "train/clip_frac": jnp.sum(p["a"]["w"])}
+    (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    seen.append(1)
+    return value, grads, aux
+
+  update = jax.jit(step_lib.make_update(step_lib.Epochs(rollout, grads_fn, 3), tx))
+  state = step_lib.init_state(PARAMS, tx=tx, rng=jax.random.key(0))
+  new, metrics, finite = update(state, BATCH)
+  assert bool(finite) and len(seen) == 3 and int(new["step"]) == 1
+  rng = jax.random.fold_in(jax.random.key(0), 0)
+  target = PARAMS["b"]["w"] + jax.random.uniform(rng)
+  w, losses = np.asarray(PARAMS["a"]["w"]), []
+  for _ in range(3):
+    losses.append(np.sum((w * BATCH["x"] - target) ** 2))
+    w = w - 0.1 * 2 * (w * BATCH["x"] - target) * BATCH["x"]
+  np.testing.assert_allclose(new["params"]["a"]["w"], w, rtol=1e-6)
+  np.testing.assert_allclose(new["params"]["b"]["w"], PARAMS["b"]["w"])  # no gradient
+  np.testing.assert_allclose(metrics["train/loss"], losses[0], rtol=1e-6)  # first epoch's
+  # The last epoch's metric rides along: it saw the params after two updates.
+  assert float(metrics["train/clip_frac"]) == pytest.approx(float(np.sum(PARAMS["a"]["w"])))
+  assert float(metrics["train/clip_frac_last"]) != float(metrics["train/clip_frac"])
+
+
+def test_epochs_stretch_the_learning_rate_schedule():
+  """With 4 updates per train step the schedule, read per train step, is the
+  one-update schedule; the optimizer's own count runs 4 per step."""
+  oc = config_lib.default_config().optim
+  oc.warmup_steps, oc.lr = 10, 1.0
+  params = {"w": jnp.ones(3)}
+  _, once = optim.make_optimizer(oc, params, total_steps=100)
+  tx, per_step = optim.make_optimizer(oc, params, total_steps=100, updates_per_step=4)
+  for s in (0, 5, 10, 50, 99):
+    np.testing.assert_allclose(per_step(s), once(s), rtol=1e-5, atol=1e-7)
+  # The optimizer's own count advances 4 per train step: after 40 updates (10
+  # train steps) its warm-up is over.
+  state = tx.init(params)
+  for _ in range(40):
+    updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+  count = [x for x in jax.tree.leaves(state) if jnp.ndim(x) == 0 and x.dtype == jnp.int32]
+  assert int(count[0]) == 40
