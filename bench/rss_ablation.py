@@ -4,6 +4,8 @@
         [--rows psl,pixel,...] [--seeds 1] [--key-seeds 3] [--resize 192,256]
     python bench/rss_ablation.py --embedded --out /tmp/rss_ablation_embedded \
         --steps 600 --rows psl,psr_multi_psd,psr_class
+    python bench/rss_ablation.py --start model --out /tmp/rss_cold --steps 1500 \
+        --rows psl,tab2_psr_multi_psd,scalar   # from the IDD-Lite PSL model (issue 36)
 
 Trains every row of ROWS (configs/rss_camvid.py variants plus the extra rows
 below) for the same number of steps, then writes into --out:
@@ -18,6 +20,14 @@ PSL from configs/psl_embedded.py, no --root). Every row logs the per-class
 collapse diagnostics (`rss.class_diagnostics`; plots: bench/rss_collapse.py).
 Runs already finished under --out are reused, so the script can be re-run to
 add rows or seeds (`--summary-only` tabulates what has finished). KEY_ROWS get --key-seeds seeds, the others --seeds.
+
+`--start model|backbone` starts every row (PSL included) as the paper's two
+columns do: from PSL on another dataset (`--pretrain-root`, IDD-Lite; the
+configs' `start=` option, stage `cold`), the whole model but the classifier
+(`model`, "w/ cold start") or its backbone alone (`backbone`, the stand-in for
+an ImageNet-pretrained start). The pre-training is trained once into
+`--pretrain-dir` and reused by every row. `tab2_*` rows use the paper's
+last-layer factor of that column (Tab. 3's best: 40 without, 400 with cold start).
 """
 from __future__ import annotations
 
@@ -84,7 +94,14 @@ ROWS = {
     "psr_class_eps02": ("psr_class", {"rss.explore_eps": 0.2}),
     # Exploration alone on the paper's PSD row (N = 8 as the recipe).
     "psr_single_psd_eps": ("psr_single_psd", {"rss.explore_eps": 0.1, "rss.num_samples": 8}),
+    # Issue 36: the paper's Tab. 2 rows with its last-layer factor of the --start
+    # column (PAPER_FACTOR), and Tab. 3's factors on its full row.
+    **{f"tab2_{v}": (f"{v},lr_factor=PAPER_FACTOR", {}) for v in (
+        "naive", "psr_single", "psr_single_psd", "psr_multi", "psr_multi_psd")},
+    **{f"tab3_f{f}": (f"psr_multi_psd,lr_factor={f}", {}) for f in (1, 4, 40, 400)},
 }
+# Tab. 3's best last-layer factor per column of the paper (with / without cold start).
+PAPER_FACTOR = {"model": 400, "backbone": 40, "none": 40}
 DEFAULT_ROWS = ["psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_single_psd",
                 "psr_multi", "psr_multi_psd", "psr_class"]
 KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd", "psr_single_n8", "psr_class")
@@ -115,10 +132,20 @@ def cold_start_checkpoint(out: pathlib.Path, steps: int) -> pathlib.Path:
   return workdir
 
 
+def start_config(c, args) -> None:
+  """Every row from the --start pre-training (a shared, reused stage `cold`)."""
+  if args.start == "none":
+    return
+  c.cold_start.update(root=str(args.pretrain_root), load=args.start,
+                      workdir=str(args.pretrain_dir), steps=args.pretrain_steps)
+
+
 def run_row(name: str, seed: int, workdir: pathlib.Path, args,
             cold: pathlib.Path | None) -> dict:
   arg, overrides = ROWS[name]
+  arg = arg.replace("PAPER_FACTOR", str(PAPER_FACTOR[args.start]))
   c = load_config(arg.replace("COLD", str(cold)), args)
+  start_config(c, args)
   c.seed = seed
   c.total_steps = args.steps
   c.eval_every = max(args.steps // args.evals, 1)
@@ -132,7 +159,7 @@ def run_row(name: str, seed: int, workdir: pathlib.Path, args,
                                 for k, v in overrides.items()})
   t0 = time.time()
   run = trainers.get_trainer(c.trainer)(c, str(workdir))
-  return {"row": name, "seed": seed, "steps": run.step,
+  return {"row": name, "seed": seed, "steps": run.step, "workdir": str(run.workdir),
             "wall_s": time.time() - t0, "miou": run.metrics["val/miou"],
             "pixel_acc": run.metrics["val/pixel_acc"],
             "iou": {k[8:]: v for k, v in run.metrics.items() if k.startswith("val/iou/")}}
@@ -216,7 +243,8 @@ def write_summary(out: pathlib.Path, results: dict, args) -> str:
   (out / "results.md").write_text(table + "\n")
   (out / "results.json").write_text(json.dumps(results, indent=1))
   plots.learning_curves(
-      {r: writer_lib.read_metrics(out / f"{r}_seed0") for r in results},
+      {r: writer_lib.read_metrics(pathlib.Path(runs[0].get("workdir", out / f"{r}_seed0")))
+       for r, runs in results.items()},
       out / "miou_curves.png", keys=("val/miou",), title=f"RSS ablation on {data}: val mIoU")
   return table
 
@@ -229,7 +257,17 @@ def main():
   p.add_argument("--resize", default="", help="H,W at load (default: the config's 120,160)")
   p.add_argument("--embedded", action="store_true",
                  help="the quick start's dataset and configs instead of CamVid")
+  p.add_argument("--start", choices=("none", "model", "backbone"), default="none",
+                 help="start every row from PSL on --pretrain-root: the whole model but the "
+                      "classifier (model) or its backbone (backbone)")
+  p.add_argument("--pretrain-root", type=pathlib.Path, default=harness.SHARED / "idd_lite")
+  p.add_argument("--pretrain-dir", type=pathlib.Path, default=None,
+                 help="where the pre-training is trained once and reused "
+                      "(default: OUT/../pretrain_<root name>)")
+  p.add_argument("--pretrain-steps", type=int, default=3000)
   args = p.parse_args()
+  if args.pretrain_dir is None:
+    args.pretrain_dir = args.out.parent / f"pretrain_{args.pretrain_root.name}"
   args.resize = tuple(int(x) for x in args.resize.split(",")) if args.resize else None
   args.out.mkdir(parents=True, exist_ok=True)
   rows = harness.parse_rows(p, args, ROWS)

@@ -113,9 +113,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.rss.psr_schedule = "all"  # all | coarse_to_fine
   c.rss.psr_unlock_fraction = 0.5  # coarse_to_fine: every scale on by this fraction
   # Image level: how a position is credited — map (one advantage per map: naive /
-  # PSR) | psd (pair-wise spatial difference) | class (jaxseg's recipe: the IoU term
-  # of the class it chose, C numbers per map instead of the paper's one scalar).
+  # PSR) | psd (pair-wise spatial difference) | greedy (PSD against the greedy map's
+  # reward, self-critical) | critic (a per-position critic fitted to the scalar
+  # rewards; the classifier gets 2·C outputs) | class (jaxseg's psr_class: the IoU
+  # term of the class it chose, C numbers per map instead of the paper's one scalar).
   c.rss.credit = "map"
+  c.rss.critic_coef = 1.0  # credit "critic": weight of its regression loss
   # Advantage over the N maps of an image (rewards.group_advantages): raw | grpo |
   # drgrpo (no std division) | rloo (leave-one-out) | rank (GRPO of the ranks).
   c.rss.advantage = "grpo"
@@ -309,6 +312,8 @@ RSS_VARIANTS = {
     "psr_class": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.credit": "class",
                   "rss.advantage": "grpo", "rss.num_samples": 8, "rss.explore_eps": 0.1},
 }
+# The paper's image-level rows (Tab. 2), as it states them.
+RSS_PAPER_IMAGE_ROWS = ("naive", "psr_single", "psr_single_psd", "psr_multi", "psr_multi_psd")
 # `:VARIANT,lr_factor=F` (Tab. 3: the classifier's lr factor), `cold=DIR` (cold start:
 # every layer of a finished run but the classifier), `pretrained=DIR` (its backbone
 # alone, or a timm weights file).

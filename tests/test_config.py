@@ -69,7 +69,10 @@ def test_rss_variants_set_their_ablation_row():
   assert c.optim.last_layer_lr_factor == 40.0 and c.init_from == "/x"
   c = _load("rss_camvid.py", "pixel_nosync")
   assert (c.rss.level, c.rss.sync_an) == ("pixel", False)
-  assert _load("rss_pascal.py", "psr_multi_psd").optim.last_layer_lr_factor == 400.0
+  # Tab. 3's best factor per column: 40 without a cold start, 400 with one.
+  assert _load("rss_pascal.py", "psr_multi_psd").optim.last_layer_lr_factor == 40.0
+  assert _load("rss_pascal.py", "psr_multi_psd,cold=/x").optim.last_layer_lr_factor == 400.0
+  assert _load("rss_pascal.py", "naive,cold=/x,lr_factor=4").optim.last_layer_lr_factor == 4.0
   assert _load("rss_pascal.py", "pixel").optim.last_layer_lr_factor == 1.0
   # jaxseg's recipe is every RSS config's default; the paper's rows stay as they were.
   for name in ("rss_camvid.py", "rss_embedded.py", "rss_pascal.py"):

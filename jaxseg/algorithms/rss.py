@@ -28,13 +28,14 @@ import jax.numpy as jnp
 
 from jaxseg import rewards
 from jaxseg.algorithms import policy
+from jaxseg.algorithms import rss_credit
 from jaxseg.algorithms.policy import explore_logits  # noqa: F401  (rss.explore_logits)
 
 LEVELS = ("pixel", "image")
 PIXEL_GROUPS = ("global", "per_pixel")
 IMAGE_GROUPS = ("image", "global")
 SCHEDULES = ("all", "coarse_to_fine")
-CREDITS = ("map", "psd", "class")
+CREDITS = ("map", "psd", "greedy", "critic", "class")
 
 
 def _accuracy_score(actions, labels, *, ignore_index):
@@ -75,27 +76,6 @@ def _sample(rng, logits, num_samples, eps=0.0, resample=1.0):
   return jnp.moveaxis(a, 0, 1), jnp.moveaxis(logp, 0, 1)
 
 
-def class_advantages(actions, labels, *, num_classes, ignore_index, advantage="grpo"):
-  """Per-class credit: `A_n(p) = Â_{n, a_n(p)}`, where `Â_{n,c}` is the
-  advantage (`rewards.group_advantages` over the N maps of the image) of
-  `IoU_c(a_n, y)` (`rewards.class_iou`, 1 where class c is neither predicted
-  nor present).
-
-  Every position is credited with the IoU of the class it chose, so the noise
-  of the other classes' terms of the mIoU stays out of its advantage, and
-  painting a class that the image lacks costs that class's IoU (1 → 0). This
-  is C numbers per map (jaxseg's recipe `psr_class`), not the paper's scalar.
-  actions (B, N, h, w), labels (B, h, w) -> (B, N, h, w) float32.
-  """
-  iou = jax.vmap(jax.vmap(
-      functools.partial(rewards.class_iou, num_classes=num_classes, ignore_index=ignore_index),
-      in_axes=(0, None)))(actions, labels)  # (B, N, C)
-  adv = rewards.group_advantages(iou, estimator=advantage, axis=1)
-  b, n = actions.shape[:2]
-  flat = jnp.take_along_axis(adv, actions.reshape(b, n, -1), axis=-1)
-  return flat.reshape(actions.shape)
-
-
 def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="global",
                      groups=1, explore_eps=0.0):
   """Pixel-level RSS (SPEC §1.1). logits (B, H, W, C), labels (B, H, W).
@@ -117,27 +97,10 @@ def pixel_level_loss(logits, labels, rng, *, num_samples, ignore_index, group="g
   return loss, metrics
 
 
-def psd_advantages(actions, r, valid, *, std_normalize=False):
-  """PSD credit of the N maps of every image (SPEC §1.2):
-
-      A_i(p) = Σ_j (R_i − R_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)
-
-  (`rewards.pairwise_spatial_difference`), with `std_normalize` divided by
-  the root mean square (std about 0) of its non-zero entries at valid
-  positions of the whole (global) batch. actions (B, N, h, w), r (B, N),
-  valid (B, h, w) -> (A (B, N, h, w), fraction of non-zero entries)."""
-  adv = jax.vmap(rewards.pairwise_spatial_difference)(actions, r)
-  mask = (valid[:, None] & (adv != 0)).astype(jnp.float32)
-  nonzero = jnp.sum(mask) / jnp.maximum(actions.shape[1] * jnp.sum(valid), 1)
-  if std_normalize:
-    adv = adv / (jnp.sqrt(jnp.sum(adv * adv * mask) / jnp.maximum(jnp.sum(mask), 1.0)) + 1e-6)
-  return adv, nonzero
-
-
 def image_level_rollout(logits, labels, rng, *, factor, num_samples, score_fn, num_classes,
                         ignore_index, credit="map", advantage="grpo", psd_std_normalize=False,
                         group="image", groups=1, explore_eps=0.0, drop_flat=False,
-                        resample=1.0):
+                        resample=1.0, values=None):
   """The draw of image-level RSS at one PSR scale `s = 1/factor` (SPEC §1.2).
 
   `z_s = avgpool_f(z)`, `y_s = blockmode_f(y)`, `a_n ~ q(z_s)` for n < N
@@ -151,13 +114,22 @@ def image_level_rollout(logits, labels, rng, *, factor, num_samples, score_fn, n
     psd:   `A_i(p) = Σ_j (Â_i − Â_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)` (`psd_advantages`;
            the paper's PSD is `advantage="raw"`, Â = R), optionally divided by
            the RMS of its non-zero entries;
+    greedy: PSD against the greedy map `g = argmax z_s` and its own reward
+           (self-critical, one more scalar per image):
+           `A_i(p) = (R_i − R_g)·1[a_i(p) ≠ g(p)]` (`greedy_advantages`), RMS-
+           normalised as PSD with `psd_std_normalize`;
+    critic: `A_n(p) = Q_p(a_n(p)) − Σ_c q_p(c)·Q_p(c)` from the critic's
+           `values` (B, H, W, C), average-pooled as the logits
+           (`rss_credit.critic_advantages`; the critic learns from the scalar
+           rewards alone, `rss_credit.critic_loss`), RMS-normalised with
+           `psd_std_normalize`;
     class: `class_advantages` — the mIoU's C per-class IoU terms, not a scalar
            (jaxseg's recipe).
   With `drop_flat`, images whose N rewards are all equal (no signal: every
   centred advantage is 0) leave the loss's normaliser too (DAPO's dynamic
   sampling, without re-drawing). Nothing here carries a gradient.
   Returns ({"actions" (B, N, h, w), "adv" (B, N, h, w), "valid" (B, h, w),
-  "logp": log q(a) (B, N, h, w)}, metrics).
+  "logp": log q(a) (B, N, h, w), "rewards" (B, N)}, metrics).
   """
   logits = jax.lax.stop_gradient(logits)
   z = rewards.downsample_logits(logits, factor)
@@ -168,16 +140,27 @@ def image_level_rollout(logits, labels, rng, *, factor, num_samples, score_fn, n
   valid = y != ignore_index  # (B, h, w)
   metrics = {}
   if credit == "class":
-    adv = class_advantages(a, y, num_classes=num_classes, ignore_index=ignore_index,
-                           advantage=advantage)
+    adv = rss_credit.class_advantages(a, y, num_classes=num_classes,
+                                      ignore_index=ignore_index, advantage=advantage)
   else:
     if group == "global":
       adv_img = sharded_normalize(r, groups=groups)
     else:
       adv_img = rewards.group_advantages(r, estimator=advantage, axis=1)
     if credit == "psd":
-      adv, metrics["psd_nonzero"] = psd_advantages(a, adv_img, valid,
-                                                   std_normalize=psd_std_normalize)
+      adv, metrics["psd_nonzero"] = rss_credit.psd_advantages(
+          a, adv_img, valid, std_normalize=psd_std_normalize)
+    elif credit == "greedy":
+      greedy = jnp.argmax(z, axis=-1)  # (B, h, w)
+      r_greedy = jax.vmap(score_fn)(greedy, y)  # (B,)
+      adv, metrics["psd_nonzero"] = rss_credit.greedy_advantages(
+          a, r, greedy, r_greedy, valid, std_normalize=psd_std_normalize)
+      metrics["greedy_reward"] = jnp.mean(r_greedy)
+    elif credit == "critic":
+      q_values = rewards.downsample_logits(jax.lax.stop_gradient(values), factor)
+      probs = jnp.exp(explore_logits(z, explore_eps))
+      adv, metrics["psd_nonzero"] = rss_credit.sparse_credit(
+          rss_credit.critic_advantages(q_values, probs, a), valid, psd_std_normalize)
     else:
       adv = jnp.broadcast_to(adv_img[:, :, None, None], a.shape)
   flat = jnp.all(r == r[:, :1], axis=1)  # (B,)
@@ -186,7 +169,7 @@ def image_level_rollout(logits, labels, rng, *, factor, num_samples, score_fn, n
     valid = valid & ~flat[:, None, None]
   metrics["reward"] = jnp.mean(r)
   metrics["adv_std"] = policy.masked_std(adv, jnp.broadcast_to(valid[:, None], adv.shape))
-  return {"actions": a, "adv": adv, "valid": valid, "logp": logp}, metrics
+  return {"actions": a, "adv": adv, "valid": valid, "logp": logp, "rewards": r}, metrics
 
 
 def image_level_logp(logits, actions, *, factor, explore_eps=0.0):
@@ -196,18 +179,25 @@ def image_level_logp(logits, actions, *, factor, explore_eps=0.0):
 
 
 def image_level_loss(logits, labels, rng, *, factor, explore_eps=0.0, policy_loss="reinforce",
-                     clip_eps=0.2, rollout=None, **kwargs):
+                     clip_eps=0.2, rollout=None, values=None, critic_coef=1.0, **kwargs):
   """Image-level RSS at one PSR scale: `image_level_rollout` (or a given
   `rollout` of an earlier policy), then `policy.surrogate` of its actions'
-  log-probabilities under `logits`. Returns (loss, metrics)."""
+  log-probabilities under `logits`; with a critic's `values` (credit
+  "critic") plus `critic_coef` × its regression on the draw's rewards
+  (`rss_credit.critic_loss`). Returns (loss, metrics)."""
   metrics = {}
   if rollout is None:
     rollout, metrics = image_level_rollout(logits, labels, rng, factor=factor,
-                                           explore_eps=explore_eps, **kwargs)
+                                           explore_eps=explore_eps, values=values, **kwargs)
   logp = image_level_logp(logits, rollout["actions"], factor=factor, explore_eps=explore_eps)
   loss, metrics["clip_frac"] = policy.surrogate(
       logp, rollout["adv"], rollout["valid"], old_logp=rollout["logp"], kind=policy_loss,
       clip_eps=clip_eps)
+  if values is not None:
+    metrics["critic_loss"] = rss_credit.critic_loss(
+        rewards.downsample_logits(values, factor), rollout["actions"], rollout["rewards"],
+        rollout["valid"])
+    loss = loss + critic_coef * metrics["critic_loss"]
   return loss, metrics
 
 
@@ -256,7 +246,7 @@ def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups
               weights=(), schedule="all", unlock_fraction=0.5, total_steps=1, credit="map",
               advantage="grpo", psd_std_normalize=False, entropy_coef=0.0, explore_eps=0.0,
               drop_flat=False, resample=1.0, policy_loss="reinforce", clip_eps=0.2,
-              diagnostics=False):
+              critic_coef=1.0, diagnostics=False):
   """The RSS loss `(params, batch, rng, step) -> (loss, metrics)`.
 
   `level="pixel"`: `pixel_level_loss`; `"image"`: Σ_s w_s(step) ·
@@ -266,7 +256,8 @@ def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups
   earlier update: PPO-style epochs, `trainers.step.Epochs`). `groups` > 1
   normalises each of that many batch shards alone (SyncAN off).
   `diagnostics` adds `class_diagnostics` (image level: of the first scale's
-  sampled maps).
+  sampled maps). With `credit="critic"` the model's output has 2·C channels:
+  the policy's logits, then the critic's values (`rss_credit`).
   """
   kwargs = dict(num_samples=num_samples, score_fn=score_fn, num_classes=num_classes,
                 ignore_index=ignore_index, credit=credit, advantage=advantage,
@@ -276,6 +267,7 @@ def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups
   def loss_fn(params, batch, rng, step):
     labels = batch["label"]
     logits, keys = _forward(apply_fn, params, batch, rng, len(factors))
+    logits, values = split_critic(logits, num_classes, credit)
     valid = labels != ignore_index
     ent = jnp.sum(jnp.where(valid, rewards.entropy(logits), 0)) / jnp.maximum(jnp.sum(valid), 1)
     metrics = {"train/entropy": ent}
@@ -292,7 +284,7 @@ def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups
         given = batch["rollout"][f"s{f}"] if "rollout" in batch else None
         loss_k, m = image_level_loss(
             logits, labels, key, factor=f, explore_eps=explore_eps, policy_loss=policy_loss,
-            clip_eps=clip_eps, rollout=given, **kwargs)
+            clip_eps=clip_eps, rollout=given, values=values, critic_coef=critic_coef, **kwargs)
         loss = loss + w[k] * loss_k
         metrics.update({f"train/{name}_s{f}": v for name, v in m.items()})
         metrics[f"train/pg_loss_s{f}"] = loss_k
@@ -312,6 +304,14 @@ def make_loss(apply_fn, *, level, num_samples, num_classes, ignore_index, groups
   return loss_fn
 
 
+def split_critic(outputs, num_classes, credit):
+  """(policy logits, critic values or None) of a model's output: with credit
+  "critic" its 2·C channels are the logits, then the values."""
+  if credit != "critic":
+    return outputs, None
+  return outputs[..., :num_classes], outputs[..., num_classes:]
+
+
 def _forward(apply_fn, params, batch, rng, num_keys):
   rng_model, rng_sample = jax.random.split(rng)
   logits = apply_fn(params, batch["image"], train=True, rng=rng_model)
@@ -329,8 +329,9 @@ def make_rollout(apply_fn, *, factors=(1,), explore_eps=0.0, **kwargs):
   def rollout_fn(params, batch, rng, step):
     del step
     logits, keys = _forward(apply_fn, params, batch, rng, len(factors))
+    logits, values = split_critic(logits, kwargs["num_classes"], kwargs.get("credit", "map"))
     return {f"s{f}": image_level_rollout(logits, batch["label"], key, factor=f,
-                                         explore_eps=explore_eps, **kwargs)[0]
+                                         explore_eps=explore_eps, values=values, **kwargs)[0]
             for f, key in zip(factors, keys)}
 
   return rollout_fn

@@ -46,14 +46,23 @@ def upsample2x(x: Array) -> Array:
   return resize_bilinear(x, 2 * x.shape[1], 2 * x.shape[2])
 
 
+# The classifier's initialisation: mmsegmentation's `conv_seg` (BaseDecodeHead's
+# init_cfg: Normal, std 0.01, bias 0). Its logits start near 0, so a fresh
+# classifier — on pretrained features too — is a near-uniform policy; Flax's
+# default (LeCun normal) gave logits of std ~2 on IDD-Lite-trained features,
+# a random policy with max probability ~0.73 (issue 36).
+CLASSIFIER_INIT = nn.initializers.normal(stddev=0.01)
+
+
 def classify(x: Array, num_classes: int, size: tuple[int, int], *, dropout: float,
              train: bool, dtype: Dtype) -> Array:
-  """dropout → 1×1 `classifier` conv → float32 logits bilinearly resized to `size`;
-  called inside a model's compact `__call__`, so the conv is that model's
-  `classifier`."""
+  """dropout → 1×1 `classifier` conv (`CLASSIFIER_INIT`) → float32 logits
+  bilinearly resized to `size`; called inside a model's compact `__call__`,
+  so the conv is that model's `classifier`."""
   if dropout > 0:
     x = nn.Dropout(dropout)(x, deterministic=not train)
-  logits = nn.Conv(num_classes, (1, 1), dtype=dtype, name="classifier")(x)
+  logits = nn.Conv(num_classes, (1, 1), dtype=dtype, kernel_init=CLASSIFIER_INIT,
+                   name="classifier")(x)
   return resize_bilinear(logits.astype(jnp.float32), *size)
 
 
@@ -235,6 +244,6 @@ class LinearHead(nn.Module):
     features = self.backbone(images, train=train)
     if features_only:
       return features[-1].astype(jnp.float32)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
+    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, kernel_init=CLASSIFIER_INIT,
                      name="classifier")(features[-1])
     return resize_bilinear(logits.astype(jnp.float32), height, width)

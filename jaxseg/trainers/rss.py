@@ -9,6 +9,7 @@ import jax
 
 from jaxseg import algorithms
 from jaxseg import config as config_lib
+from jaxseg import models
 from jaxseg import parallel
 from jaxseg import plots
 from jaxseg import rewards
@@ -55,7 +56,7 @@ def validate(config, num_shards: int) -> None:
     raise ValueError(f"config.rss.resample={c.resample} must lie in (0, 1].")
   if not 0.0 <= c.explore_eps < 1.0:
     raise ValueError(f"config.rss.explore_eps={c.explore_eps} must lie in [0, 1).")
-  if c.image_group == "global" and (c.advantage != "grpo" or c.credit == "class"):
+  if c.image_group == "global" and (c.advantage != "grpo" or c.credit not in ("map", "psd")):
     raise ValueError(f"config.rss.image_group='global' normalises every map of the batch "
                      f"by GRPO: it needs config.rss.advantage='grpo' (not {c.advantage!r}) "
                      f"and a scalar credit (map or psd, not {c.credit!r}).")
@@ -85,7 +86,7 @@ def make_loss(config, *, model, info, mesh=None):
       total_steps=config.total_steps, credit=c.credit, advantage=c.advantage,
       psd_std_normalize=c.psd_std_normalize, entropy_coef=c.entropy_coef,
       explore_eps=c.explore_eps, drop_flat=c.drop_flat, resample=c.resample,
-      policy_loss=c.policy_loss, clip_eps=c.clip_eps)
+      policy_loss=c.policy_loss, clip_eps=c.clip_eps, critic_coef=c.critic_coef)
   loss_fn = rss.make_loss(apply_fn, diagnostics=c.class_diagnostics, **kwargs)
   if c.epochs == 1:
     return loss_fn
@@ -94,8 +95,23 @@ def make_loss(config, *, model, info, mesh=None):
 
 
 def train_rss(config, workdir, earlier=None):
+  """The RSS run; with credit "critic" the model's classifier has 2·C outputs
+  (policy logits, then the critic's values) and both are evaluated (`val/miou`
+  of the policy, `val/miou_critic` of the critic's argmax)."""
   del earlier
-  return semantic.train(config, workdir, make_loss=make_loss)
+  if config.rss.credit != "critic" or config.rss.level != "image":
+    return semantic.train(config, workdir, make_loss=make_loss)
+
+  def build_model(config, info):
+    return models.build_model(config.model, 2 * info.num_classes)
+
+  def make_predict(model, config):
+    apply_fn = algorithms.make_apply_fn(model)
+    return jax.jit(lambda params, images: apply_fn(params, images, train=False)), \
+        ("", "critic"), 0
+
+  return semantic.train(config, workdir, make_loss=make_loss, build_model=build_model,
+                        make_predict=make_predict)
 
 
 def train_and_evaluate(config, workdir, earlier=None):

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxseg import rewards
-from jaxseg.algorithms import rss
+from jaxseg.algorithms import rss, rss_credit
 
 IGNORE = 255
 
@@ -131,7 +131,7 @@ def test_class_advantages_match_a_numpy_loop():
   y = rng.integers(0, 3, (2, 4, 6))
   y[0, 0] = IGNORE
   for baseline in ("grpo", "rloo"):
-    got = np.asarray(rss.class_advantages(jnp.asarray(a), jnp.asarray(y), num_classes=4,
+    got = np.asarray(rss_credit.class_advantages(jnp.asarray(a), jnp.asarray(y), num_classes=4,
                                           ignore_index=IGNORE, advantage=baseline))
     for b in range(2):
       iou = np.stack([np.asarray(rewards.class_iou(jnp.asarray(a[b, n]), jnp.asarray(y[b]),

@@ -100,3 +100,18 @@ def test_clipped_epochs_train_through_the_trainer(tiny_config, data_dir, tmp_pat
   assert train["train/clip_frac_s4"] == 0.0  # the first epoch is on-policy: ratio 1
   assert 0.0 <= train["train/clip_frac_s4_last"] <= 1.0
   assert run.step == c.total_steps and 0 <= run.metrics["val/miou"] <= 1
+
+
+def test_critic_credit_trains_and_evaluates_both_heads(tiny_config, data_dir, tmp_path):
+  """credit "critic": the classifier has 2·C outputs; the run logs the
+  critic's regression loss and evaluates the policy and the critic's argmax."""
+  c = tiny_config(data_dir, trainer="rss", **{
+      "rss.credit": "critic", "rss.psr_scales": (0.25,), "rss.explore_eps": 0.1,
+      "rss.psd_std_normalize": True, "rss.class_diagnostics": True})
+  run = rss.train_and_evaluate(c, str(tmp_path))
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in records if "train/loss" in r][-1]
+  assert np.isfinite(train["train/critic_loss_s4"]) and train["train/critic_loss_s4"] > 0
+  assert sum(k.startswith("train/cls/pred/") for k in train) == 7
+  assert "val/miou_critic" in run.metrics and 0 <= run.metrics["val/miou"] <= 1
+  assert run.params["classifier"]["kernel"].shape[-1] == 14
