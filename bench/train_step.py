@@ -27,11 +27,12 @@ under the same conditions.
 for both frameworks, which share the process.
 
 With `--rss`, every row is also timed with the RSS losses on the same model,
-batch and labels, in the same run: pixel-level (N=4, SyncAN), the paper's
-image-level row (PSR 1/16, 1/8, 1/4, 1 + PSD, N=4) and jaxseg's default
-image-level recipe (`rss_recipe`: configs/rss_camvid.py's `config.rss`); the
-last column is then the step time as a multiple of the PSL step (targets at
-nano 512×512: pixel ≤ 1.1×, image ≤ 1.25×; the recipe ≤ 1.2× everywhere).
+batch and labels, in the same run (RSS_METHODS): pixel-level (N=4, SyncAN), the
+paper's image-level row (PSR 1/16, 1/8, 1/4, 1 + PSD, N=4), jaxseg's per-class
+recipe (`psr_class`), its scalar recipe (`scalar`) and the scalar recipe with
+PPO's clipped ratio over 2 epochs per draw; the last column is then the step
+time as a multiple of the PSL step (targets: pixel ≤ 1.1×, image ≤ 1.25× at
+nano 512×512; the recipes ≤ 1.2×, the scalar recipe ≤ 1.3× at camvid_cpu).
 
 With `--ciss`, every row is also timed as a CiSS-Net step (T = 2, policy
 context) on that model as its frozen trunk, against the PSL step of the same
@@ -106,7 +107,16 @@ def jax_config(name: str) -> tuple[ml_collections.ConfigDict, int, int, int]:
   return c, *{"linear_nano_96x128": (96, 128, 8), "linear_nano_512": (512, 512, 2)}[name]
 
 
-METHODS = ("psl", "rss_pixel", "rss_image", "rss_recipe", "ciss_t2")
+# --rss: each method is a configs/rss_camvid.py variant's `config.rss` (with
+# overrides) on the row's model, batch and labels.
+RSS_METHODS = {
+    "rss_pixel": ("pixel", {"rss.num_samples": 4}),
+    "rss_paper": ("psr_multi_psd", {"rss.num_samples": 4}),  # Tab. 2's full row
+    "rss_class": ("psr_class", {}),  # jaxseg's per-class recipe
+    "rss_scalar": ("scalar", {}),  # jaxseg's scalar recipe
+    "rss_scalar_clip2": ("scalar", {"rss.policy_loss": "clip", "rss.epochs": 2}),
+}
+METHODS = ("psl", *RSS_METHODS, "ciss_t2")
 
 
 def build_update(loss_fn, params, tx, schedule, *, batch: int, height: int, width: int,
@@ -177,12 +187,10 @@ def make_row(name: str, num_classes: int = 19, method: str = "psl"):
       c.ciss = config_lib.load_config_file(CONFIGS / "ciss_camvid.py").ciss
     c.ciss.steps = 2
   c.data.crop_size = (h, w)
-  if method == "rss_recipe":
-    c.rss = config_lib.load_config_file(CONFIGS / "rss_camvid.py").rss
-  elif method.startswith("rss"):
-    config_lib.apply_variant(c, config_lib.RSS_VARIANTS,
-                             "pixel" if method == "rss_pixel" else "psr_multi_psd")
-    c.rss.num_samples = 4
+  if method in RSS_METHODS:
+    variant, overrides = RSS_METHODS[method]
+    c.rss = config_lib.load_config_file(CONFIGS / "rss_camvid.py", variant).rss
+    c.update_from_flattened_dict(overrides)
   trainer = {"psl": "psl", "ciss_t2": "ciss"}.get(method, "rss")
   return (*config_update(c, num_classes, trainer=trainer, batch=b), (h, w, b))
 
@@ -195,14 +203,16 @@ def config_update(c: ml_collections.ConfigDict, num_classes: int, *, trainer: st
   if trainer == "ciss":
     c.optim.lr_multipliers = ciss.lr_multipliers(c)
     model = ciss.build_model(c, _Info(num_classes))
-  else:
-    model = models.build_model(c.model, num_classes)
+  else:  # RSS's critic credit: policy logits and critic values (trainers/rss.py)
+    critic = trainer == "rss" and c.rss.credit == "critic"
+    model = models.build_model(c.model, num_classes * (2 if critic else 1))
   params = jax.jit(lambda r: model.init({"params": r}, jnp.zeros((1, h, w, 3)),
                                         train=False)["params"])(jax.random.key(0))
-  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10_000,
-                                      classifier_pattern=models.CLASSIFIER_PATTERN)
   make_loss = {"psl": psl.make_loss, "ciss": ciss.make_loss, "rss": rss.make_loss}[trainer]
   loss_fn = make_loss(c, model=model, info=_Info(num_classes))
+  tx, schedule = optim.make_optimizer(c.optim, params, total_steps=10_000,
+                                      classifier_pattern=models.CLASSIFIER_PATTERN,
+                                      updates_per_step=getattr(loss_fn, "epochs", 1))
   return build_update(loss_fn, params, tx, schedule, batch=batch, height=h, width=w,
                       num_classes=num_classes)
 
@@ -250,7 +260,7 @@ def main() -> None:
   for name in names:
     pairs = [jax_row(name)]
     if args.rss:
-      pairs += [jax_row(name, method=m) for m in METHODS[1:4]]
+      pairs += [jax_row(name, method=m) for m in RSS_METHODS]
     if args.ciss:
       pairs.append(jax_row(name, method="ciss_t2"))
     if args.torch and name in TORCH_ROWS:

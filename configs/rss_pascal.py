@@ -88,12 +88,10 @@ def get_config(arg=None):
   c.optim.update(optim)
   config_lib.apply_variant(c, config_lib.RSS_VARIANTS, variant)
   # The paper's last-layer factor (Tab. 3's best) for its image-level rows: 400
-  # with a cold start (`cold=DIR`), 40 without; 1 for pixel level and jaxseg's
-  # psr_class. Give the cold start as `cold=DIR` so the factor follows it
-  # (`--config.init_from` is applied after this file and keeps 40).
-  paper_image_row = (c.trainer == "rss" and c.rss.level == "image"
-                     and variant in config_lib.RSS_PAPER_IMAGE_ROWS)
-  c.optim.last_layer_lr_factor = (400.0 if "cold" in args else 40.0) if paper_image_row else 1.0
+  # with a cold start (`cold=DIR`), 40 without; 1 for other rows. Give the cold
+  # start as `cold=DIR` so the factor follows it (`--config.init_from` is applied
+  # after this file and keeps 40).
+  c.optim.last_layer_lr_factor = config_lib.paper_last_layer_factor(variant, args)
   config_lib.apply_options(c, args, config_lib.RSS_OPTIONS)
   if "runlocal" in args:
     c = config_lib.runlocal(c)

@@ -51,6 +51,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.attention = True
   c.model.dropout = 0.1
   c.model.dtype = "float32"
+  # The classifier's init: normal(std), 0.01 as mmsegmentation's conv_seg (a fresh
+  # classifier is then a near-uniform policy); <= 0: Flax's LeCun normal.
+  c.model.classifier_init_std = 0.01
   c.model.depthwise_impl = "auto"  # auto | shift (fast on CPU) | lax (grouped conv)
   c.model.norm = "group"  # ResNets: group | affine (imported BatchNorm, folded)
   # Backbone weights (jaxseg.models.weights): a .safetensors / .pth / .bin file in
@@ -306,11 +309,19 @@ RSS_VARIANTS = {
     "psr_single_psd": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, **_PSD},
     "psr_multi": {**_IMAGE, "rss.psr_scales": PSR_MULTI, **_MAP},
     "psr_multi_psd": {**_IMAGE, "rss.psr_scales": PSR_MULTI, **_PSD},
-    # jaxseg's image-level recipe (docs/rss_image_level.md): PSR, per-class
-    # credit from the mIoU's own IoU terms (C numbers per map, not the paper's
-    # scalar), N = 8, ε-uniform exploration.
+    # jaxseg's per-class recipe (docs/rss_image_level.md): PSR, per-class credit
+    # from the mIoU's own IoU terms (C numbers per map, not the paper's scalar),
+    # N = 8, ε-uniform exploration, an entropy bonus.
     "psr_class": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, "rss.credit": "class",
-                  "rss.advantage": "grpo", "rss.num_samples": 8, "rss.explore_eps": 0.1},
+                  "rss.advantage": "grpo", "rss.num_samples": 8, "rss.explore_eps": 0.1,
+                  "rss.entropy_coef": 0.01},
+    # jaxseg's scalar recipe (docs/rss_scalar.md): the paper's one scalar reward
+    # per map and PSD credit, with maps coupled by common random numbers (they
+    # differ at few positions), N = 32, ε-uniform exploration, PSD advantages
+    # divided by their RMS, an entropy bonus.
+    "scalar": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, **_PSD, "rss.num_samples": 32,
+               "rss.resample": 0.05, "rss.explore_eps": 0.1, "rss.psd_std_normalize": True,
+               "rss.entropy_coef": 0.01},
 }
 # The paper's image-level rows (Tab. 2), as it states them.
 RSS_PAPER_IMAGE_ROWS = ("naive", "psr_single", "psr_single_psd", "psr_multi", "psr_multi_psd")
@@ -337,6 +348,16 @@ ACIS_VARIANTS = {
     "ac_nokl": {**_AC, "acis.kl_weight": 0.0, "acis.state_pyramid": True},
     "ac_nosp": {**_AC, "acis.state_pyramid": False},
 }
+
+
+def paper_last_layer_factor(variant: str, args: dict[str, str]) -> float:
+  """The RSS paper's last-layer learning-rate factor for a config's variant:
+  Tab. 3's best for its image-level rows — 400 with a cold start (`cold=DIR`,
+  or `start=model`), 40 without — and 1 for every other row (pixel level,
+  PSL, jaxseg's recipes, which were measured with 1). `lr_factor=F` overrides."""
+  if variant not in RSS_PAPER_IMAGE_ROWS:
+    return 1.0
+  return 400.0 if "cold" in args or args.get("start") == "model" else 40.0
 
 
 def apply_variant(c: ml_collections.ConfigDict, table: dict, name: str

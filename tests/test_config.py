@@ -127,3 +127,26 @@ def test_variants_and_options_are_flattened_overrides():
   for table in (config_lib.RSS_VARIANTS, config_lib.CISS_VARIANTS, config_lib.ACIS_VARIANTS):
     for name in table:  # every override names a field of the schema
       config_lib.apply_variant(config_lib.default_config(), table, name)
+
+
+def test_rss_paper_rows_are_as_the_paper_states_them_and_recipes_are_labelled():
+  """The paper's image-level rows: one scalar per map, no entropy bonus, no
+  exploration floor, raw PSD, independent maps, Tab. 3's factor for the start
+  (400 with a cold start, 40 without); jaxseg's `scalar` keeps the scalar
+  reward (credit map/psd), `psr_class` is the per-class credit."""
+  for name in ("rss_camvid.py", "rss_pascal.py"):
+    for variant in config_lib.RSS_PAPER_IMAGE_ROWS:
+      c = _load(name, variant)
+      assert (c.rss.level, c.rss.entropy_coef, c.rss.explore_eps, c.rss.resample,
+              c.rss.psd_std_normalize) == ("image", 0.0, 0.0, 1.0, False), (name, variant)
+      assert c.rss.credit == ("psd" if variant.endswith("psd") else "map")
+      assert c.optim.last_layer_lr_factor == 40.0
+      assert _load(name, f"{variant},cold=/x").optim.last_layer_lr_factor == 400.0
+    assert _load(name, "scalar").rss.credit in ("map", "psd", "greedy", "critic")
+    assert _load(name, "psr_class").rss.credit == "class"
+    assert _load(name, "scalar,cold=/x").optim.last_layer_lr_factor == 1.0
+  assert _load("rss_camvid.py", "psr_multi_psd,start=model").optim.last_layer_lr_factor == 400.0
+  c = _load("rss_camvid.py", "psr_multi_psd,start=backbone")
+  assert (c.optim.last_layer_lr_factor, c.cold_start.load) == (40.0, "backbone")
+  assert c.cold_start.root.endswith("idd_lite")
+  assert _load("rss_camvid.py", "pixel").rss.entropy_coef == 0.2

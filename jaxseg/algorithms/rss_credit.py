@@ -95,14 +95,15 @@ def critic_loss(values, actions, r, valid):
   """The critic's regression on the scalar rewards alone: an additive model of
   each map's reward relative to the other maps of its image,
 
-      Q̂_n = Σ_{p valid} Q_p(a_n(p)) / #valid,   T_n = (R_n − mean R) / (std R + ε),
+      Q̂_n = Σ_{p valid} Q_p(a_n(p)),   T_n = (R_n − mean R) / (std R + ε),
       L = mean_{b,n} ((Q̂_n − mean_m Q̂_m) − T_n)²,
 
   so that Q_p(c) learns what class c at p adds to the map's reward (in units
-  of the image's reward spread). values (B, h, w, C) with gradient, actions
+  of the image's reward spread: a sum over V positions of terms of size
+  ~1/√V, which a classifier initialised near 0 reaches quickly). values (B, h, w, C) with gradient, actions
   (B, N, h, w), r (B, N), valid (B, h, w) -> ()."""
   chosen = jnp.take_along_axis(values[:, None], actions[..., None], axis=-1)[..., 0]
   w = valid[:, None].astype(jnp.float32)
-  q_hat = jnp.sum(chosen * w, axis=(2, 3)) / jnp.maximum(jnp.sum(w, axis=(2, 3)), 1.0)
+  q_hat = jnp.sum(chosen * w, axis=(2, 3))
   target = rewards.normalize_advantages(r, axis=1)
   return jnp.mean(((q_hat - jnp.mean(q_hat, axis=1, keepdims=True)) - target) ** 2)

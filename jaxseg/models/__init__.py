@@ -88,13 +88,13 @@ def _build_sfpnext(config: ml_collections.ConfigDict,
   return SFPNeXt(
       num_classes=num_classes, backbone=build_backbone(config, "convnext_v2", "resnet"),
       fpn_dim=config.fpn_dim, head_dim=config.head_dim, attention=config.attention,
-      dropout=config.dropout, dtype=_dtype(config))
+      dropout=config.dropout, dtype=_dtype(config), init_std=config.classifier_init_std)
 
 
 def _build_linear(config: ml_collections.ConfigDict,
                   num_classes: int) -> nn.Module:
   return LinearHead(num_classes=num_classes, backbone=build_backbone(config),
-                    dtype=_dtype(config))
+                    dtype=_dtype(config), init_std=config.classifier_init_std)
 
 
 def _build_pspnet(config: ml_collections.ConfigDict,
@@ -104,7 +104,7 @@ def _build_pspnet(config: ml_collections.ConfigDict,
   return DilatedNet(
       num_classes=num_classes, backbone=build_backbone(config, "resnet", output_stride=8),
       context=PPM(config.fpn_dim, dtype=_dtype(config)), head_dim=config.head_dim,
-      dropout=config.dropout, dtype=_dtype(config))
+      dropout=config.dropout, dtype=_dtype(config), init_std=config.classifier_init_std)
 
 
 def _build_deeplabv3(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -112,7 +112,7 @@ def _build_deeplabv3(config: ml_collections.ConfigDict, num_classes: int) -> nn.
   return DilatedNet(
       num_classes=num_classes, backbone=build_backbone(config, "resnet", output_stride=8),
       context=ASPP(config.fpn_dim, dtype=_dtype(config)), head_dim=config.fpn_dim,
-      dropout=config.dropout, dtype=_dtype(config))
+      dropout=config.dropout, dtype=_dtype(config), init_std=config.classifier_init_std)
 
 
 def _build_segmenter(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:

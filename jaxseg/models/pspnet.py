@@ -74,6 +74,7 @@ class DilatedNet(nn.Module):
   head_dim: int = 512
   dropout: float = 0.1
   dtype: Dtype = jnp.float32
+  init_std: float = 0.01  # the classifier's (sfpnext.classifier_init)
 
   @nn.compact
   def __call__(self, images: Array, *, train: bool, features_only: bool = False) -> Array:
@@ -85,4 +86,4 @@ class DilatedNet(nn.Module):
     if features_only:
       return x.astype(jnp.float32)
     return classify(x, self.num_classes, (height, width), dropout=self.dropout,
-                    train=train, dtype=self.dtype)
+                    train=train, dtype=self.dtype, init_std=self.init_std)

@@ -46,22 +46,24 @@ def upsample2x(x: Array) -> Array:
   return resize_bilinear(x, 2 * x.shape[1], 2 * x.shape[2])
 
 
-# The classifier's initialisation: mmsegmentation's `conv_seg` (BaseDecodeHead's
-# init_cfg: Normal, std 0.01, bias 0). Its logits start near 0, so a fresh
-# classifier — on pretrained features too — is a near-uniform policy; Flax's
-# default (LeCun normal) gave logits of std ~2 on IDD-Lite-trained features,
-# a random policy with max probability ~0.73 (issue 36).
-CLASSIFIER_INIT = nn.initializers.normal(stddev=0.01)
+def classifier_init(std: float):
+  """The classifier's kernel initialiser: normal with `std` — 0.01 is
+  mmsegmentation's `conv_seg` (BaseDecodeHead's init_cfg; bias 0), whose logits
+  start near 0, so a fresh classifier, on pretrained features too, is a
+  near-uniform policy — or, for `std` <= 0, Flax's LeCun normal (logits of std
+  ~2 on IDD-Lite-trained features: a random policy with max probability ~0.73,
+  issue 36)."""
+  return nn.initializers.normal(stddev=std) if std > 0 else nn.initializers.lecun_normal()
 
 
 def classify(x: Array, num_classes: int, size: tuple[int, int], *, dropout: float,
-             train: bool, dtype: Dtype) -> Array:
-  """dropout → 1×1 `classifier` conv (`CLASSIFIER_INIT`) → float32 logits
-  bilinearly resized to `size`; called inside a model's compact `__call__`,
-  so the conv is that model's `classifier`."""
+             train: bool, dtype: Dtype, init_std: float = 0.01) -> Array:
+  """dropout → 1×1 `classifier` conv (`classifier_init(init_std)`) → float32
+  logits bilinearly resized to `size`; called inside a model's compact
+  `__call__`, so the conv is that model's `classifier`."""
   if dropout > 0:
     x = nn.Dropout(dropout)(x, deterministic=not train)
-  logits = nn.Conv(num_classes, (1, 1), dtype=dtype, kernel_init=CLASSIFIER_INIT,
+  logits = nn.Conv(num_classes, (1, 1), dtype=dtype, kernel_init=classifier_init(init_std),
                    name="classifier")(x)
   return resize_bilinear(logits.astype(jnp.float32), *size)
 
@@ -214,6 +216,7 @@ class SFPNeXt(nn.Module):
   attention: bool = True
   dropout: float = 0.1
   dtype: Dtype = jnp.float32
+  init_std: float = 0.01  # the classifier's (`classifier_init`)
 
   @nn.compact
   def __call__(self, images: Array, *, train: bool, features_only: bool = False) -> Array:
@@ -229,7 +232,7 @@ class SFPNeXt(nn.Module):
     if features_only:
       return x.astype(jnp.float32)
     return classify(x, self.num_classes, (height, width), dropout=self.dropout,
-                    train=train, dtype=self.dtype)
+                    train=train, dtype=self.dtype, init_std=self.init_std)
 
 
 class LinearHead(nn.Module):
@@ -237,6 +240,7 @@ class LinearHead(nn.Module):
   num_classes: int
   backbone: nn.Module
   dtype: Dtype = jnp.float32
+  init_std: float = 0.01  # the classifier's (`classifier_init`)
 
   @nn.compact
   def __call__(self, images: Array, *, train: bool, features_only: bool = False) -> Array:
@@ -244,6 +248,6 @@ class LinearHead(nn.Module):
     features = self.backbone(images, train=train)
     if features_only:
       return features[-1].astype(jnp.float32)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, kernel_init=CLASSIFIER_INIT,
-                     name="classifier")(features[-1])
+    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
+                     kernel_init=classifier_init(self.init_std), name="classifier")(features[-1])
     return resize_bilinear(logits.astype(jnp.float32), height, width)

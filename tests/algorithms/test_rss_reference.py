@@ -352,7 +352,7 @@ def ref_critic_loss(values, actions, r, valid):
   b, n = actions.shape[:2]
   total = 0.0
   for k in range(b):
-    q_hat = np.array([np.mean([values[k, u, v, actions[k, i, u, v]]
+    q_hat = np.array([np.sum([values[k, u, v, actions[k, i, u, v]]
                                for u, v in zip(*np.nonzero(valid[k]))]) for i in range(n)])
     target = (r[k] - r[k].mean()) / (r[k].std() + 1e-6)
     total += np.sum(((q_hat - q_hat.mean()) - target) ** 2)
