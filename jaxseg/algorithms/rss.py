@@ -149,7 +149,7 @@ def image_level_rollout(logits, labels, rng, *, factor, num_samples, score_fn, n
       adv_img = rewards.group_advantages(r, estimator=advantage, axis=1)
     if credit == "psd":
       adv, metrics["psd_nonzero"] = rss_credit.psd_advantages(
-          a, adv_img, valid, std_normalize=psd_std_normalize)
+          a, adv_img, valid, std_normalize=psd_std_normalize, num_classes=num_classes)
     elif credit == "greedy":
       greedy = jnp.argmax(z, axis=-1)  # (B, h, w)
       r_greedy = jax.vmap(score_fn)(greedy, y)  # (B,)

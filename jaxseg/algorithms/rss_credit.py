@@ -35,17 +35,18 @@ def class_advantages(actions, labels, *, num_classes, ignore_index, advantage="g
   return flat.reshape(actions.shape)
 
 
-def psd_advantages(actions, r, valid, *, std_normalize=False):
+def psd_advantages(actions, r, valid, *, std_normalize=False, num_classes=None):
   """PSD credit of the N maps of every image (SPEC §1.2):
 
       A_i(p) = Σ_j (R_i − R_j)·1[a_i(p) ≠ a_j(p)] / (N − 1)
 
   (`rewards.pairwise_spatial_difference`), with `std_normalize` divided by
   the root mean square (std about 0) of its non-zero entries at valid
-  positions of the whole (global) batch. actions (B, N, h, w), r (B, N),
-  valid (B, h, w) -> (A (B, N, h, w), fraction of non-zero entries)."""
-  return sparse_credit(jax.vmap(rewards.pairwise_spatial_difference)(actions, r), valid,
-                        std_normalize)
+  positions of the whole (global) batch. With `num_classes` < N the class-
+  histogram form (O(N·C) per position instead of O(N²)). actions (B, N, h, w),
+  r (B, N), valid (B, h, w) -> (A (B, N, h, w), fraction of non-zero entries)."""
+  psd = functools.partial(rewards.pairwise_spatial_difference, num_classes=num_classes)
+  return sparse_credit(jax.vmap(psd)(actions, r), valid, std_normalize)
 
 
 def sparse_credit(adv, valid, std_normalize):

@@ -248,17 +248,24 @@ def group_advantages(rewards: Array, *, estimator: str = "grpo", axis: int = -1,
 ADVANTAGE_ESTIMATORS = ("raw", "grpo", "drgrpo", "rloo", "rank")
 
 
-def pairwise_spatial_difference(actions: Array, rewards: Array) -> Array:
+def pairwise_spatial_difference(actions: Array, rewards: Array, *,
+                                num_classes: int | None = None) -> Array:
   """PSD advantages of N action maps of one image.
 
   `A_i(p) = Σ_j (R_i − R_j) · 1[a_i(p) ≠ a_j(p)] / (N − 1)`: map i is credited
   (or blamed) for its reward difference to map j only where the two differ.
-  Computed by a scan over j with an (N, H, W) carry: O(N·H·W) memory, never
-  the N×N×H×W tensor.
+  Never the N×N×H×W tensor: by a scan over j with an (N, H, W) carry
+  (O(N²·H·W) work), or, given `num_classes` C < N, from per-position class
+  histograms — with `n_c(p) = #{j : a_j(p) = c}` and `S_c(p) = Σ_{j : a_j(p) = c} R_j`,
+
+      A_i(p) = (R_i·(N − n_{a_i(p)}(p)) − (Σ_j R_j − S_{a_i(p)}(p))) / (N − 1)
+
+  (O(N·C·H·W): large N made cheap).
 
   Args:
     actions: (N, H, W) int, N ≥ 2.
     rewards: (N,) float.
+    num_classes: C, the actions' range (optional; enables the histogram form).
   Returns:
     (N, H, W) float32.
   """
@@ -268,6 +275,14 @@ def pairwise_spatial_difference(actions: Array, rewards: Array) -> Array:
   if n < 2:
     raise ValueError(f"pairwise_spatial_difference needs N >= 2 maps, got {n}.")
   r = rewards.astype(jnp.float32)
+  if num_classes is not None and num_classes < n:
+    onehot = jax.nn.one_hot(actions, num_classes, dtype=jnp.float32)  # (N, H, W, C)
+    counts = jnp.sum(onehot, axis=0)  # (H, W, C)
+    sums = jnp.einsum("n,nhwc->hwc", r, onehot)
+    mine = lambda x: jnp.take_along_axis(x[None], actions[..., None], axis=-1)[..., 0]  # noqa: E731
+    same = mine(counts)
+    adv = (r[:, None, None] * (n - same) - (jnp.sum(r) - mine(sums))) / (n - 1)
+    return jnp.where(same == n, 0.0, adv)  # exactly 0 where every map agrees
 
   def body(acc, j):
     a_j = actions[j]

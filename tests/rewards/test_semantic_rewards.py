@@ -115,6 +115,12 @@ def test_psd_matches_pairwise_loop(seed, n, num_classes):
     r[: n // 2] = r[-1]  # ties
   got = rewards.pairwise_spatial_difference(jnp.asarray(actions), jnp.asarray(r))
   np.testing.assert_allclose(np.asarray(got), ref_psd(actions, r), atol=1e-5)
+  # The class-histogram form (C < N), exactly 0 where every map agrees.
+  hist = np.asarray(rewards.pairwise_spatial_difference(
+      jnp.asarray(actions), jnp.asarray(r), num_classes=max(num_classes, 1)))
+  if num_classes < n:
+    np.testing.assert_allclose(hist, ref_psd(actions, r), atol=1e-5)
+    np.testing.assert_array_equal(hist[:, (actions == actions[0]).all(0)], 0.0)
 
 
 def test_psd_is_zero_where_maps_agree_and_rejects_one_map():
