@@ -99,12 +99,31 @@ ROWS = {
     **{f"tab2_{v}": (f"{v},lr_factor=PAPER_FACTOR", {}) for v in (
         "naive", "psr_single", "psr_single_psd", "psr_multi", "psr_multi_psd")},
     **{f"tab3_f{f}": (f"psr_multi_psd,lr_factor={f}", {}) for f in (1, 4, 40, 400)},
+    # jaxseg's scalar recipe (one scalar per map) and its stabilisers, one change
+    # at a time (docs/rss_scalar.md).
+    "scalar": ("scalar", {}),
+    "scalar_n16": ("scalar", {"rss.num_samples": 16}),
+    "scalar_n256": ("scalar", {"rss.num_samples": 256}),
+    "scalar_indep": ("scalar", {"rss.resample": 1.0}),
+    "scalar_noeps": ("scalar", {"rss.explore_eps": 0.0}),
+    "scalar_noent": ("scalar", {"rss.entropy_coef": 0.0}),
+    "scalar_rawpsd": ("scalar", {"rss.psd_std_normalize": False}),
+    "scalar_rank": ("scalar", {"rss.advantage": "rank"}),
+    "scalar_grpo": ("scalar", {"rss.advantage": "grpo"}),
+    "scalar_drop_flat": ("scalar", {"rss.drop_flat": True}),
+    "scalar_map": ("scalar", {"rss.credit": "map", "rss.advantage": "grpo", "rss.resample": 1.0}),
+    "scalar_greedy": ("scalar", {"rss.credit": "greedy", "rss.resample": 1.0}),
+    "scalar_critic": ("scalar", {"rss.credit": "critic", "rss.resample": 1.0}),
+    "scalar_clip2": ("scalar", {"rss.policy_loss": "clip", "rss.epochs": 2}),
+    "scalar_f4": ("scalar,lr_factor=4", {}),
+    "scalar_f40": ("scalar,lr_factor=40", {}),
 }
 # Tab. 3's best last-layer factor per column of the paper (with / without cold start).
 PAPER_FACTOR = {"model": 400, "backbone": 40, "none": 40}
 DEFAULT_ROWS = ["psl", "pixel", "pixel_nosync", "naive", "psr_single", "psr_single_psd",
                 "psr_multi", "psr_multi_psd", "psr_class"]
-KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd", "psr_single_n8", "psr_class")
+KEY_ROWS = ("psl", "pixel", "psr_single", "psr_single_psd", "psr_single_n8", "psr_class",
+            "scalar")
 
 
 def load_config(arg: str, args):
