@@ -29,7 +29,7 @@ for both frameworks, which share the process.
 With `--rss`, every row is also timed with the RSS losses on the same model,
 batch and labels, in the same run (RSS_METHODS): pixel-level (N=4, SyncAN), the
 paper's image-level row (PSR 1/16, 1/8, 1/4, 1 + PSD, N=4), jaxseg's per-class
-recipe (`psr_class`), its scalar recipe (`scalar`) and the scalar recipe with
+recipe (`psr_class`), its scalar recipe (`scalar`, and with N = 64) and the scalar recipe with
 PPO's clipped ratio over 2 epochs per draw; the last column is then the step
 time as a multiple of the PSL step (targets: pixel ≤ 1.1×, image ≤ 1.25× at
 nano 512×512; the recipes ≤ 1.2×, the scalar recipe ≤ 1.3× at camvid_cpu).
@@ -114,6 +114,7 @@ RSS_METHODS = {
     "rss_paper": ("psr_multi_psd", {"rss.num_samples": 4}),  # Tab. 2's full row
     "rss_class": ("psr_class", {}),  # jaxseg's per-class recipe
     "rss_scalar": ("scalar", {}),  # jaxseg's scalar recipe
+    "rss_scalar_n64": ("scalar", {"rss.num_samples": 64}),
     "rss_scalar_clip2": ("scalar", {"rss.policy_loss": "clip", "rss.epochs": 2}),
 }
 METHODS = ("psl", *RSS_METHODS, "ciss_t2")

@@ -4,17 +4,22 @@
         --workdir=/tmp/rss_pascal
 
 The default is jaxseg's image-level recipe `psr_class` (PSR 1/8, N = 8, per-class
-credit, ε-uniform exploration; docs/rss_image_level.md), which carried from the
+credit — C numbers per sampled map, not the paper's one scalar — ε-uniform
+exploration, an entropy bonus; docs/rss_image_level.md), which carried from the
 embedded dataset to CamVid unchanged, here with a cold start when `init_from` is
-given. The paper's headline row is `psr_multi_psd,cold=DIR` (image-level PSR multi
-+ PSD + cold start, last-layer factor 400; without `cold=` the paper's rows take 40,
+given. It stays the default because jaxseg's scalar recipe `scalar` (the paper's
+one mIoU per map and PSD, N = 256 at PSR 1/8 and 1/4, ε-uniform exploration, an
+entropy bonus; docs/rss_scalar.md) has not reached 0.9 × PSL at CPU scale. The
+paper's headline row is `psr_multi_psd,cold=DIR` (image-level PSR multi + PSD +
+cold start, last-layer factor 400; without `cold=` the paper's rows take 40,
 Tab. 3's best without a cold start). Other rows,
 `--config=configs/rss_pascal.py:ARGS`:
 
   Tab. 1 (pixel level)  `pixel_nosync` (RSS), `pixel` (+ SyncAN),
                         `pixel,cold=DIR` (+ SyncAN + cold start); `psl`, `psl,cold=DIR`
   Tab. 2 (image level)  `naive`, `psr_single`, `psr_single_psd`, `psr_multi`,
-                        `psr_multi_psd`, `psr_multi_psd,cold=DIR`; jaxseg: `psr_class`
+                        `psr_multi_psd`, `psr_multi_psd,cold=DIR`; jaxseg: `scalar`,
+                        `psr_class`
   Tab. 3 (lr factor)    `psr_multi_psd,lr_factor=F` with F in 1, 4, 40, 400,
                         with or without `cold=DIR`
 
