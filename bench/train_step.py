@@ -1,7 +1,7 @@
 """Benchmark: compile time and images/s of the PSL train step.
 
-    python bench/train_step.py [--json out.json] [--torch] [--rss] [--ciss] [--only NAME]
-        [--steps N] [--malloc default|keep|hugepages]
+    python bench/train_step.py [--json out.json] [--torch] [--rss [--methods M ...]] [--ciss]
+        [--only NAME] [--steps N] [--malloc default|keep|hugepages]
 
 Rows (all with AdamW and the full jitted, donated update the trainer uses):
   sfpnext_nano_512      SFPNeXt + ConvNeXt-V2-nano, 512×512, batch 2
@@ -29,7 +29,7 @@ for both frameworks, which share the process.
 With `--rss`, every row is also timed with the RSS losses on the same model,
 batch and labels, in the same run (RSS_METHODS): pixel-level (N=4, SyncAN), the
 paper's image-level row (PSR 1/16, 1/8, 1/4, 1 + PSD, N=4), jaxseg's per-class
-recipe (`psr_class`), its scalar recipe (`scalar`, and with N = 64) and the scalar recipe with
+recipe (`psr_class`), its scalar recipe (`scalar`, with N = 64, with PSR 1/8 + 1/4) and the scalar recipe with
 PPO's clipped ratio over 2 epochs per draw; the last column is then the step
 time as a multiple of the PSL step (targets: pixel ≤ 1.1×, image ≤ 1.25× at
 nano 512×512; the recipes ≤ 1.2×, the scalar recipe ≤ 1.3× at camvid_cpu).
@@ -115,6 +115,7 @@ RSS_METHODS = {
     "rss_class": ("psr_class", {}),  # jaxseg's per-class recipe
     "rss_scalar": ("scalar", {}),  # jaxseg's scalar recipe
     "rss_scalar_n64": ("scalar", {"rss.num_samples": 64}),
+    "rss_scalar_two": ("scalar", {"rss.psr_scales": (1 / 8, 1 / 4)}),
     "rss_scalar_clip2": ("scalar", {"rss.policy_loss": "clip", "rss.epochs": 2}),
 }
 METHODS = ("psl", *RSS_METHODS, "ciss_t2")
@@ -247,6 +248,7 @@ def main() -> None:
   p.add_argument("--rss", action="store_true", help="time the RSS steps beside PSL")
   p.add_argument("--ciss", action="store_true", help="time the CiSS-Net T=2 step beside PSL")
   p.add_argument("--only", nargs="*", help="row names to run")
+  p.add_argument("--methods", nargs="*", help="with --rss: only these RSS_METHODS")
   p.add_argument("--steps", type=int, default=5)
   args = p.parse_args()
   print(f"malloc policy (jaxseg/host.py): {host.describe(args.malloc)}")
@@ -261,7 +263,11 @@ def main() -> None:
   for name in names:
     pairs = [jax_row(name)]
     if args.rss:
-      pairs += [jax_row(name, method=m) for m in RSS_METHODS]
+      unknown = set(args.methods or ()) - set(RSS_METHODS)
+      if unknown:
+        raise SystemExit(f"--methods {sorted(unknown)}: choose from {list(RSS_METHODS)}")
+      pairs += [jax_row(name, method=m) for m in RSS_METHODS
+                if not args.methods or m in args.methods]
     if args.ciss:
       pairs.append(jax_row(name, method="ciss_t2"))
     if args.torch and name in TORCH_ROWS:

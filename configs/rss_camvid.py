@@ -19,8 +19,8 @@ VARIANT (after the colon; add `,runlocal` for a smoke run):
                   space"; `rss.psr_schedule=coarse_to_fine` is jaxseg's option)
   psr_multi_psd   + PSD
   jaxseg's recipes (docs/rss_scalar.md, docs/rss_image_level.md):
-  scalar          the paper's scalar reward and PSD, N = 256 maps at PSR scales
-                  1/8 and 1/4, ε = 0.1 exploration, RMS-normalised PSD, an
+  scalar          the paper's scalar reward and PSD, N = 256 maps at PSR scale
+                  1/8, ε = 0.1 exploration, RMS-normalised PSD, an
                   entropy bonus, last-layer factor 1
   psr_class       (default) per-class credit: each position credited with the IoU
                   term of the class it chose — C numbers per map, feedback the

@@ -8,7 +8,7 @@ credit — C numbers per sampled map, not the paper's one scalar — ε-uniform
 exploration, an entropy bonus; docs/rss_image_level.md), which carried from the
 embedded dataset to CamVid unchanged, here with a cold start when `init_from` is
 given. It stays the default because jaxseg's scalar recipe `scalar` (the paper's
-one mIoU per map and PSD, N = 256 at PSR 1/8 and 1/4, ε-uniform exploration, an
+one mIoU per map and PSD, N = 256 at PSR 1/8, ε-uniform exploration, an
 entropy bonus; docs/rss_scalar.md) has not reached 0.9 × PSL at CPU scale. The
 paper's headline row is `psr_multi_psd,cold=DIR` (image-level PSR multi + PSD +
 cold start, last-layer factor 400; without `cold=` the paper's rows take 40,

@@ -316,10 +316,10 @@ RSS_VARIANTS = {
                   "rss.advantage": "grpo", "rss.num_samples": 8, "rss.explore_eps": 0.1,
                   "rss.entropy_coef": 0.01},
     # jaxseg's scalar recipe (docs/rss_scalar.md): the paper's one scalar reward
-    # per map and PSD credit, with many maps made cheap by PSR (N = 256 at scales
-    # 1/8 and 1/4; PSD from class histograms), ε-uniform exploration, PSD
-    # advantages divided by their RMS, an entropy bonus.
-    "scalar": {**_IMAGE, "rss.psr_scales": (1 / 8, 1 / 4), **_PSD, "rss.num_samples": 256,
+    # per map and PSD credit, with many maps made cheap by PSR (N = 256 at scale
+    # 1/8; PSD from class histograms), ε-uniform exploration, PSD advantages
+    # divided by their RMS, an entropy bonus.
+    "scalar": {**_IMAGE, "rss.psr_scales": PSR_SINGLE, **_PSD, "rss.num_samples": 256,
                "rss.explore_eps": 0.1, "rss.psd_std_normalize": True,
                "rss.entropy_coef": 0.01},
 }
