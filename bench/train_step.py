@@ -29,8 +29,9 @@ for both frameworks, which share the process.
 With `--rss`, every row is also timed with the RSS losses on the same model,
 batch and labels, in the same run (RSS_METHODS): pixel-level (N=4, SyncAN), the
 paper's image-level row (PSR 1/16, 1/8, 1/4, 1 + PSD, N=4), jaxseg's per-class
-recipe (`psr_class`), its scalar recipe (`scalar`, with N = 64, with PSR 1/8 + 1/4) and the scalar recipe with
-PPO's clipped ratio over 2 epochs per draw; the last column is then the step
+recipe (`psr_class`), its scalar recipe (`scalar`; also with N = 64, with PSR
+1/8 + 1/4, with N = 512) and the scalar recipe with PPO's clipped ratio over 2
+epochs per draw; the last column is then the step
 time as a multiple of the PSL step (targets: pixel ≤ 1.1×, image ≤ 1.25× at
 nano 512×512; the recipes ≤ 1.2×, the scalar recipe ≤ 1.3× at camvid_cpu).
 
@@ -116,6 +117,7 @@ RSS_METHODS = {
     "rss_scalar": ("scalar", {}),  # jaxseg's scalar recipe
     "rss_scalar_n64": ("scalar", {"rss.num_samples": 64}),
     "rss_scalar_two": ("scalar", {"rss.psr_scales": (1 / 8, 1 / 4)}),
+    "rss_scalar_n512": ("scalar", {"rss.num_samples": 512}),
     "rss_scalar_clip2": ("scalar", {"rss.policy_loss": "clip", "rss.epochs": 2}),
 }
 METHODS = ("psl", *RSS_METHODS, "ciss_t2")
