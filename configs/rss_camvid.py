@@ -20,8 +20,8 @@ VARIANT (after the colon; add `,runlocal` for a smoke run):
   psr_multi_psd   + PSD
   jaxseg's recipes (docs/rss_scalar.md, docs/rss_image_level.md):
   scalar          the paper's scalar reward and PSD, N = 256 maps at PSR scale
-                  1/8, ε = 0.1 exploration, RMS-normalised PSD, an
-                  entropy bonus, last-layer factor 1
+                  1/8, ε = 0.1 exploration, RMS-normalised PSD, an entropy
+                  bonus, last-layer factor 1, classifier init normal(0.01)
   psr_class       (default) per-class credit: each position credited with the IoU
                   term of the class it chose — C numbers per map, feedback the
                   paper's scalar setting does not give

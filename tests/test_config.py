@@ -145,6 +145,8 @@ def test_rss_paper_rows_are_as_the_paper_states_them_and_recipes_are_labelled():
     assert _load(name, "scalar").rss.credit in ("map", "psd", "greedy", "critic")
     assert _load(name, "psr_class").rss.credit == "class"
     assert _load(name, "scalar,cold=/x").optim.last_layer_lr_factor == 1.0
+    assert _load(name, "scalar").model.classifier_init_std == 0.01  # a near-uniform start
+    assert _load(name, "psl").model.classifier_init_std <= 0  # LeCun
   assert _load("rss_camvid.py", "psr_multi_psd,start=model").optim.last_layer_lr_factor == 400.0
   c = _load("rss_camvid.py", "psr_multi_psd,start=backbone")
   assert (c.optim.last_layer_lr_factor, c.cold_start.load) == (40.0, "backbone")
