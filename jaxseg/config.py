@@ -54,7 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
   # The classifier's init: <= 0: Flax's LeCun normal; > 0: normal(std), 0.01 as
   # mmsegmentation's conv_seg (a fresh classifier is then a near-uniform policy).
   # LeCun measured better for PSL from IDD-Lite starts on CamVid (0.461 vs 0.428
-  # with a cold start, 0.462 vs 0.419 from a backbone); RSS `scalar` keeps 0.01
+  # with a cold start, 0.462 vs 0.418 from a backbone); RSS `scalar` keeps 0.01
   # (steadier over seeds; docs/rss_scalar.md).
   c.model.classifier_init_std = 0.0
   c.model.depthwise_impl = "auto"  # auto | shift (fast on CPU) | lax (grouped conv)
